@@ -1,0 +1,147 @@
+"""INT8 calibration data and static Q/DQ quantization with ONNX Runtime.
+
+The reader takes any image folder (JPEG/PNG) through the shared decode + preprocess path,
+so the activations calibrated on are the ones served. Quantization is symmetric INT8 Q/DQ
+(weights per channel), the form both ONNX Runtime and TensorRT's explicit quantization read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edge_service.data.preprocess import InputSpec, decode_image, preprocess
+from edge_service.errors import BuildError
+from edge_service.fsutil import atomic_write_with
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def calibration_images(folder: Path) -> list[Path]:
+    """The JPEG/PNG files in ``folder``, sorted by name."""
+    if not folder.is_dir():
+        raise BuildError(f"calibration folder {folder} does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BuildError(f"no .png/.jpg images in calibration folder {folder}")
+    return files
+
+
+def calibration_hash(files: list[Path]) -> str:
+    """One hash over the names and bytes of the calibration images."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def calibration_batches(
+    files: list[Path], spec: InputSpec, batch: int = 32
+) -> Iterator[dict[str, np.ndarray]]:
+    """``{input_name: batch}`` dicts over the images, preprocessed as served."""
+    for start in range(0, len(files), batch):
+        arrays = [
+            preprocess(decode_image(p.read_bytes()), spec) for p in files[start : start + batch]
+        ]
+        yield {spec.name: np.concatenate(arrays)}
+
+
+class _Reader:
+    """Adapter from an iterator of feeds to ORT's CalibrationDataReader interface."""
+
+    def __init__(self, feeds: Iterator[dict[str, np.ndarray]]) -> None:
+        self._feeds = feeds
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
+
+
+def quantize_int8(fp32: Path, out: Path, files: list[Path], spec: InputSpec) -> Path:
+    """Static symmetric INT8 Q/DQ quantization of ``fp32`` calibrated on ``files``."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    def write(tmp: Path) -> None:
+        prepped = tmp.with_suffix(".pre.onnx")
+        try:
+            quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepped),
+                str(tmp),
+                _Reader(calibration_batches(files, spec)),  # type: ignore[arg-type]
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+            )
+        finally:
+            prepped.unlink(missing_ok=True)
+
+    try:
+        atomic_write_with(out, write)
+    except Exception as exc:
+        raise BuildError(f"INT8 quantization of {fp32} failed: {exc}") from exc
+    log.info("quantized %s -> %s on %d calibration images", fp32.name, out.name, len(files))
+    return out
+
+
+def write_calibration_sample(
+    images: np.ndarray, labels: np.ndarray, out: Path, per_class: int, seed: int = 0
+) -> list[Path]:
+    """Write a class-balanced sample of (N, H, W) uint8 images as PNG files into ``out``."""
+
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for cls in np.unique(labels):
+        idx = rng.choice(np.flatnonzero(labels == cls), size=per_class, replace=False)
+        for i in sorted(idx):
+            path = out / f"c{int(cls)}_{int(i):05d}.png"
+            atomic_write_with(path, _png_writer(images[i]))
+            written.append(path)
+    return written
+
+
+def _png_writer(image: np.ndarray) -> Callable[[Path], None]:
+    from PIL import Image
+
+    def write(tmp: Path) -> None:
+        Image.fromarray(image).save(tmp, "PNG")
+
+    return write
+
+
+def main() -> None:
+    """``python -m edge_service.build.calibration``: write the committed calibration sample."""
+    from edge_service.config import Settings
+    from edge_service.data.fashion import load_split
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--out", type=Path, default=Path("calibration/fashion"))
+    parser.add_argument("--per-class", type=int, default=25)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    split = load_split(Settings().data_dir, "train")
+    files = write_calibration_sample(
+        split.images, split.labels, args.out, args.per_class, args.seed
+    )
+    logging.basicConfig(level=logging.INFO)
+    log.info("wrote %d calibration images to %s", len(files), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""ONNX export with a dynamic batch axis (needs the ``train`` extra).
+
+Exporter: torch's ``torch.export``-based exporter (``dynamo=True``, the default since
+torch 2.9), opset 18: TensorRT 10.x (JetPack 6) and ONNX Runtime >= 1.17 both read it.
+The export is checked with the ONNX checker and shape inference before it is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edge_service.errors import BuildError
+from edge_service.fsutil import atomic_write_with
+
+log = logging.getLogger(__name__)
+OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MAX_BATCH = 64
+
+
+def export_onnx(model: object, path: Path, input_size: int, in_channels: int = 1) -> Path:
+    """Export ``model`` (a torch module in eval mode) to ``path``; returns the path."""
+    try:
+        import onnx
+        import torch
+    except ImportError as exc:
+        raise BuildError(
+            "exporting to ONNX needs torch and onnx: pip install -e '.[train]'"
+        ) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise BuildError(f"export_onnx takes a torch module, got {type(model).__name__}")
+    model.eval()
+    example = torch.zeros(2, in_channels, input_size, input_size)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+
+    def write(tmp: Path) -> None:
+        program = torch.onnx.export(
+            model,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: batch}},
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
+        if program is None:
+            raise BuildError("torch.onnx.export returned no program")
+        program.save(str(tmp))
+        proto = onnx.load(str(tmp))
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(onnx.shape_inference.infer_shapes(proto), str(tmp))
+
+    try:
+        atomic_write_with(path, write)
+    except BuildError:
+        raise
+    except Exception as exc:
+        raise BuildError(f"ONNX export to {path} failed: {exc}") from exc
+    log.info("exported %s (opset %d, dynamic batch 1..%d)", path, OPSET, MAX_BATCH)
+    return path

@@ -1,0 +1,181 @@
+"""Build the default family's ONNX Runtime engines (FP32 and INT8) into the repository.
+
+Steps: export the base weights to ONNX, quantize to INT8 Q/DQ on the calibration images,
+measure each engine's accuracy on the test split and its latency here, and write
+``catalog.json`` last (atomically), so a half-finished build is never served. A build key
+(weights, calibration images, exporter settings, library versions) makes a second run with
+the same inputs a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import onnxruntime as ort
+
+import edge_service
+from edge_service.build.calibration import calibration_hash, calibration_images, quantize_int8
+from edge_service.data.fashion import LABELS, Split
+from edge_service.data.preprocess import InputSpec
+from edge_service.errors import CatalogError
+from edge_service.fsutil import sha256_file
+from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+from edge_service.profile.accuracy import engine_accuracy
+from edge_service.profile.latency import measure_latency
+from edge_service.repository import (
+    Accuracy,
+    Catalog,
+    InputInfo,
+    LatencyStats,
+    Profile,
+    Variant,
+    load_catalog,
+    make_artifact,
+    save_catalog,
+    verified_artifact_path,
+)
+from edge_service.runtime.ort_engine import OrtEngine
+from edge_service.variants import IDENTITY, VariantSpec
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build and from what."""
+
+    family_dir: Path
+    weights: Path
+    calibration_dir: Path
+    test_split: Split
+    precisions: tuple[str, ...] = ("fp32", "int8")
+    profile_batches: tuple[int, ...] = (1, 8)
+    profile_runs: int = 100
+    threads: int = 0
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    """What a build did."""
+
+    catalog: Path
+    built: tuple[str, ...]
+    up_to_date: bool
+    accuracy: dict[str, float]
+
+
+def build_key(req: BuildRequest) -> str:
+    """Hash of everything the engines depend on; equal keys mean nothing to rebuild."""
+    from edge_service.build.export import MAX_BATCH, OPSET
+
+    parts = {
+        "weights": sha256_file(req.weights),
+        "calibration": calibration_hash(calibration_images(req.calibration_dir)),
+        "precisions": sorted(req.precisions),
+        "opset": OPSET,
+        "max_batch": MAX_BATCH,
+        "onnxruntime": ort.__version__,
+        "edge_service": edge_service.__version__,
+        "test_examples": len(req.test_split),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def is_up_to_date(req: BuildRequest, key: str) -> bool:
+    """True when the catalog was built under ``key`` and every artifact verifies."""
+    try:
+        catalog = load_catalog(req.family_dir)
+        for variant in catalog.variants:
+            verified_artifact_path(req.family_dir, variant.artifact)
+    except CatalogError:
+        return False
+    return catalog.build.get("key") == key
+
+
+def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildReport:
+    """Export, quantize, measure and catalogue the base model's engines."""
+    from edge_service.build.export import export_onnx
+    from edge_service.evolve.train import load_weights
+
+    key = build_key(req)
+    if not req.force and is_up_to_date(req, key):
+        progress(f"{req.family_dir}: up to date (build key {key[:12]}), nothing to build")
+        return BuildReport(req.family_dir / "catalog.json", (), True, {})
+    model, spec, meta = load_weights(req.weights)
+    base = VariantSpec(
+        stages=(IDENTITY,) * len(model.stages),
+        precision="fp32",
+        input_size=spec.size,
+        native_size=spec.size,
+        source=req.weights.name,
+    )
+    out_dir = req.family_dir / base.family_key
+    progress(f"exporting {req.weights} to ONNX")
+    fp32 = export_onnx(model, out_dir / "fp32.onnx", spec.size)
+    paths = {"fp32": fp32}
+    if "int8" in req.precisions:
+        progress(f"calibrating INT8 on {req.calibration_dir}")
+        files = calibration_images(req.calibration_dir)
+        paths["int8"] = quantize_int8(fp32, out_dir / "int8.onnx", files, spec)
+    variants = [
+        _measure(req, base.with_precision(p), paths[p], spec, progress) for p in req.precisions
+    ]
+    catalog = Catalog(
+        schema_version=1,
+        family=req.family_dir.name,
+        task="classification",
+        labels=list(LABELS),
+        input=InputInfo(
+            name=spec.name, shape=["batch", 1, spec.size, spec.size], mean=spec.mean, std=spec.std
+        ),
+        variants=variants,
+        build={
+            "key": key,
+            "weights": str(req.weights.name),
+            "weights_meta": meta,
+            "onnxruntime": ort.__version__,
+            "edge_service": edge_service.__version__,
+        },
+    )
+    path = save_catalog(req.family_dir, catalog)
+    progress(f"wrote {path} with {len(variants)} variants")
+    accuracy = {v.id: v.accuracy.top1 for v in variants if v.accuracy}
+    return BuildReport(path, tuple(v.id for v in variants), False, accuracy)
+
+
+def _measure(
+    req: BuildRequest, vspec: VariantSpec, path: Path, spec: InputSpec, progress: Progress
+) -> Variant:
+    progress(f"measuring {vspec.id}: accuracy on {len(req.test_split)} test images, latency")
+    with OrtEngine(
+        path, variant_id=vspec.id, precision=vspec.precision, threads=req.threads
+    ) as engine:
+        top1 = engine_accuracy(engine, req.test_split, spec)
+        latency = {
+            str(b): LatencyStats(**measure_latency(engine, b, runs=req.profile_runs))
+            for b in req.profile_batches
+        }
+        providers = ",".join(engine.info().providers)
+    profile = Profile(
+        backend=f"onnxruntime[{providers}]",
+        threads=req.threads,
+        latency=latency,
+        measured_at=datetime.now(timezone.utc),
+    )
+    progress(f"  {vspec.id}: top-1 {top1:.4f}, batch-1 p50 {latency['1'].p50_ms:.3f} ms")
+    return Variant(
+        id=vspec.id,
+        spec=vspec.to_dict(),
+        backend="onnxruntime",
+        artifact=make_artifact(req.family_dir, path),
+        accuracy=Accuracy(top1=top1, examples=len(req.test_split), split="test"),
+        profiles={device_name(): {DEFAULT_POWER_MODE: profile}},
+    )

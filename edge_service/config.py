@@ -1,0 +1,55 @@
+"""Settings, read once at the entry point (CLI or app factory) and passed down.
+
+Every field can be set by an ``EDGE_``-prefixed environment variable, e.g. ``EDGE_PORT=9000``.
+There is no module-level instance: build one with ``Settings()`` where the process starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from edge_service.errors import ConfigError
+
+DEFAULT_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Service settings; see the README for what each one does."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_", frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    engines_dir: Path = REPO_ROOT / "engines"
+    family: str = "fashion"
+    data_dir: Path = DEFAULT_FASHION_DIR
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(16_000_000, ge=1)
+    top_k: int = Field(5, ge=1, le=100)
+    intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
+    monitor_period_s: float = Field(0.5, gt=0.0, le=60.0)
+    cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
+    mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)
+    events_kept: int = Field(256, ge=1)
+    allow_remote: bool = Field(
+        False, description="must be true to bind anything but loopback (no auth yet)"
+    )
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_bind(self) -> Settings:
+        loopback = {"127.0.0.1", "localhost", "::1"}
+        if self.host not in loopback and not self.allow_remote:
+            raise ConfigError(
+                f"EDGE_HOST={self.host} would expose the service beyond this machine; "
+                "set EDGE_ALLOW_REMOTE=true if that is intended"
+            )
+        return self
+
+    @property
+    def family_dir(self) -> Path:
+        """Where the served family's catalog and artifacts live."""
+        return self.engines_dir / self.family

@@ -1,0 +1,1 @@
+"""Control: the pure policy, its Decision and event types, and the adaptation loop."""

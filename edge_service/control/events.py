@@ -1,0 +1,50 @@
+"""Adaptation events: what changed, when and why, kept in a bounded ring buffer."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptationEvent:
+    """One decision that changed (or failed to change) the served variant."""
+
+    t: float
+    from_variant: str | None
+    to_variant: str
+    reason: str
+    context: dict[str, Any] = field(default_factory=dict)
+    predicted_latency_ms: float | None = None
+    observed_latency_ms: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class EventLog:
+    """Thread-safe ring buffer of the last ``maxlen`` events."""
+
+    def __init__(self, maxlen: int = 256) -> None:
+        self._events: deque[AdaptationEvent] = deque(maxlen=maxlen)
+        self._lock = threading.Lock()
+        self._total = 0
+
+    def append(self, event: AdaptationEvent) -> None:
+        with self._lock:
+            self._events.append(event)
+            self._total += 1
+
+    def recent(self, n: int | None = None) -> list[AdaptationEvent]:
+        """The last ``n`` events (all kept ones if None), oldest first."""
+        with self._lock:
+            items = list(self._events)
+        return items if n is None else items[-n:] if n > 0 else []
+
+    @property
+    def total(self) -> int:
+        """Events ever appended (including ones the ring has dropped)."""
+        return self._total

@@ -1,0 +1,153 @@
+"""The adaptation loop: sample the monitor, ask the policy, swap engines, log events.
+
+A background thread ticks every ``period_s``. A failing source or a failing engine load
+is logged and recorded; the loop and the engine already serving carry on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from edge_service.control.events import AdaptationEvent, EventLog
+from edge_service.control.policy import Candidate, Decision, SimpleRule, decide, most_accurate
+from edge_service.errors import EdgeServiceError
+from edge_service.monitor.context import Context
+from edge_service.monitor.source import MonitorSource
+from edge_service.runtime.pool import EnginePool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """A snapshot for the status endpoint."""
+
+    context: Context | None
+    decision: Decision | None
+    ticks: int
+    source_errors: int
+
+
+class AdaptationLoop:
+    """Drives ``pool`` from ``source`` through the policy."""
+
+    def __init__(
+        self,
+        *,
+        source: MonitorSource,
+        pool: EnginePool,
+        candidates: list[Candidate],
+        rule: SimpleRule,
+        events: EventLog,
+        period_s: float = 0.5,
+    ) -> None:
+        if not candidates:
+            raise ValueError("the adaptation loop needs at least one candidate variant")
+        self._source, self._pool, self._rule = source, pool, rule
+        self._candidates = {c.variant_id: c for c in candidates}
+        self.events = events
+        self._period = period_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._context: Context | None = None
+        self._decision: Decision | None = None
+        self._last_change_t: float | None = None
+        self._ticks = 0
+        self._source_errors = 0
+
+    def start(self) -> None:
+        """Decide once now (so an engine is active on return), then tick in the background.
+
+        If the monitor cannot be read at start, the most accurate variant is served until
+        it can: an unreadable board must not keep the service from starting.
+        """
+        if self.tick() is None and self._pool.active_id is None:
+            self._activate_default()
+        self._thread = threading.Thread(target=self._run, name="adaptation-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop ticking and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self.tick()
+
+    def tick(self) -> Decision | None:
+        """One round: sample, decide, act. Never raises for source or engine faults."""
+        self._ticks += 1
+        try:
+            ctx = self._source.sample()
+        except Exception:
+            self._source_errors += 1
+            log.exception(
+                "monitor source %s failed; keeping the current engine",
+                getattr(self._source, "name", "?"),
+            )
+            return None
+        current = self._pool.active_id
+        decision = decide(
+            ctx, list(self._candidates.values()), self._rule, current, self._last_change_t
+        )
+        self._context, self._decision = ctx, decision
+        if current is None or decision.changed:
+            self._switch(ctx.t, ctx, current, decision)
+        return decision
+
+    def _activate_default(self) -> None:
+        pick = most_accurate(list(self._candidates.values()))
+        decision = Decision(
+            variant_id=pick.variant_id,
+            constrained=False,
+            changed=True,
+            reason="monitor unavailable -> most accurate",
+        )
+        self._switch(time.time(), None, None, decision)
+
+    def _switch(
+        self, t: float, ctx: Context | None, current: str | None, decision: Decision
+    ) -> None:
+        error = None
+        try:
+            self._pool.activate(decision.variant_id)
+            self._last_change_t = t
+        except EdgeServiceError as exc:
+            error = exc.message
+            log.error("could not activate %s: %s", decision.variant_id, exc.message)
+        summary = (
+            {}
+            if ctx is None
+            else {
+                "cpu_load": round(ctx.cpu_load, 3),
+                "mem_pressure": round(ctx.mem_pressure, 3),
+                "cpu_online": ctx.cpu_online,
+                "source": ctx.source,
+            }
+        )
+        self.events.append(
+            AdaptationEvent(
+                t=t,
+                from_variant=current,
+                to_variant=decision.variant_id,
+                reason=decision.reason,
+                context=summary,
+                predicted_latency_ms=self._candidates[decision.variant_id].latency_ms,
+                error=error,
+            )
+        )
+        log.info(
+            "adapt %s -> %s (%s)%s",
+            current,
+            decision.variant_id,
+            decision.reason,
+            f" FAILED: {error}" if error else "",
+        )
+
+    def state(self) -> LoopState:
+        return LoopState(self._context, self._decision, self._ticks, self._source_errors)

@@ -1,0 +1,2 @@
+"""Data: the default data set and the one preprocessing path shared by training,
+calibration and serving."""

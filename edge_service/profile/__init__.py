@@ -1,0 +1,1 @@
+"""Measuring engines: latency, accuracy (and, with the adaptation issue, memory and energy)."""

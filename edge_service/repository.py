@@ -1,0 +1,243 @@
+"""The engine repository on disk: ``engines/<family>/catalog.json`` plus artifacts.
+
+The catalog is validated on load (a bad one is refused with a message naming the field),
+written atomically, and every artifact's SHA-256 is checked before an engine is loaded.
+Field reference: docs/catalog.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edge_service.data.preprocess import InputSpec
+from edge_service.errors import CatalogError, NotFoundError
+from edge_service.fsutil import atomic_write_text, sha256_file
+from edge_service.variants import VariantSpec
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+CATALOG_NAME = "catalog.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputInfo(_Model):
+    """The engine input: name, NCHW shape (batch is ``"batch"``), normalisation."""
+
+    name: str = "input"
+    shape: list[int | str]
+    layout: Literal["NCHW"] = "NCHW"
+    color: Literal["gray"] = "gray"
+    mean: float
+    std: float = Field(gt=0)
+
+    def spec(self, size: int | None = None) -> InputSpec:
+        """The preprocessing spec for this input (at ``size`` if the variant resizes)."""
+        native = int(self.shape[-1])
+        return InputSpec(name=self.name, size=size or native, mean=self.mean, std=self.std)
+
+
+class Artifact(_Model):
+    """One file of a variant, relative to the family folder, with its checksum."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_inside(cls, value: str) -> str:
+        p = PurePosixPath(value)
+        if p.is_absolute() or ".." in p.parts or not p.parts:
+            raise ValueError("must be a relative path inside the family folder")
+        return value
+
+
+class Accuracy(_Model):
+    """Top-1 accuracy on a named split."""
+
+    top1: float = Field(ge=0.0, le=1.0)
+    examples: int = Field(ge=1)
+    split: str = "test"
+
+
+class LatencyStats(_Model):
+    """Latency of one batch size, milliseconds."""
+
+    p50_ms: float = Field(ge=0)
+    p99_ms: float = Field(ge=0)
+    mean_ms: float = Field(ge=0)
+    runs: int = Field(ge=1)
+
+
+class Profile(_Model):
+    """How one engine performs on one device in one power mode."""
+
+    backend: str
+    threads: int = Field(ge=0)
+    latency: dict[str, LatencyStats]  # key: batch size as a string ("1", "8")
+    memory_mb: float | None = None
+    energy_mj: float | None = None
+    energy_estimated: bool = True
+    measured_at: datetime
+
+    def latency_ms(self, batch: int = 1) -> float | None:
+        """p50 latency at ``batch``, if measured."""
+        stats = self.latency.get(str(batch))
+        return stats.p50_ms if stats else None
+
+
+class Variant(_Model):
+    """A variant in the catalog: spec, engine artifact, accuracy, profiles."""
+
+    id: str
+    spec: dict[str, Any]
+    backend: Literal["onnxruntime", "tensorrt"]
+    artifact: Artifact
+    accuracy: Accuracy | None = None
+    # device -> power mode -> profile
+    profiles: dict[str, dict[str, Profile]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _spec_matches_id(self) -> Variant:
+        try:
+            spec = VariantSpec.from_dict(self.spec)
+        except CatalogError as exc:
+            raise ValueError(exc.message) from exc
+        if spec.id != self.id:
+            raise ValueError(f"id {self.id!r} does not match its spec ({spec.id!r})")
+        return self
+
+    @property
+    def variant_spec(self) -> VariantSpec:
+        return VariantSpec.from_dict(self.spec)
+
+    @property
+    def precision(self) -> str:
+        return str(self.spec["precision"])
+
+    def profile_for(self, device: str, power_mode: str) -> Profile | None:
+        """The profile on ``device`` in ``power_mode``, else on ``device``, else any."""
+        by_mode = self.profiles.get(device)
+        if by_mode:
+            return by_mode.get(power_mode) or next(iter(by_mode.values()))
+        for modes in self.profiles.values():
+            for profile in modes.values():
+                return profile
+        return None
+
+
+class Catalog(_Model):
+    """``engines/<family>/catalog.json``."""
+
+    schema_version: int
+    family: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    task: Literal["classification", "detection"]
+    labels: list[str] = Field(min_length=1)
+    input: InputInfo
+    variants: list[Variant] = Field(min_length=1)
+    build: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(
+                f"schema_version {value} is not supported (this edge-service reads "
+                f"{SCHEMA_VERSION}); rebuild with `edge-service build`"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Catalog:
+        ids = [v.id for v in self.variants]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"variant ids must be unique; repeated: {dupes}")
+        return self
+
+    def variant(self, variant_id: str) -> Variant:
+        """The variant named ``variant_id``; NotFoundError lists the ones there are."""
+        for v in self.variants:
+            if v.id == variant_id:
+                return v
+        raise NotFoundError(
+            f"variant {variant_id!r} is not in family {self.family!r}; "
+            f"known: {[v.id for v in self.variants]}"
+        )
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(root)"
+
+
+def parse_catalog(data: Any, origin: str = "catalog") -> Catalog:
+    """Validate a decoded catalog; CatalogError names the first offending field."""
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise CatalogError(
+            f"{origin}: field {_field_path(tuple(err['loc']))}: {err['msg']} "
+            f"({exc.error_count()} error(s) in all); rebuild with `edge-service build`"
+        ) from exc
+
+
+def catalog_path(family_dir: Path) -> Path:
+    return family_dir / CATALOG_NAME
+
+
+def load_catalog(family_dir: Path) -> Catalog:
+    """Read and validate ``<family_dir>/catalog.json``."""
+    path = catalog_path(family_dir)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise CatalogError(
+            f"no catalog at {path}; build the family first: edge-service build "
+            f"--family {family_dir.name}"
+        ) from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{path} is not valid JSON: {exc}") from exc
+    return parse_catalog(data, str(path))
+
+
+def save_catalog(family_dir: Path, catalog: Catalog) -> Path:
+    """Write the catalog atomically; returns its path."""
+    path = catalog_path(family_dir)
+    atomic_write_text(path, catalog.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def make_artifact(family_dir: Path, path: Path) -> Artifact:
+    """Describe a built file (relative path, checksum, size) for the catalog."""
+    rel = path.resolve().relative_to(family_dir.resolve()).as_posix()
+    return Artifact(path=rel, sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+def verified_artifact_path(family_dir: Path, artifact: Artifact) -> Path:
+    """The artifact's absolute path, after checking that it exists and matches its checksum."""
+    path = family_dir / artifact.path
+    if not path.is_file():
+        raise CatalogError(f"artifact {path} is missing; rebuild with `edge-service build`")
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise CatalogError(
+            f"artifact {path} fails its checksum (catalog {artifact.sha256[:12]}…, file "
+            f"{actual[:12]}…); it was changed or half-written: rebuild with `edge-service build`"
+        )
+    return path

@@ -1,0 +1,102 @@
+"""The resources one server process holds: catalog, engine pool, monitor, adaptation loop.
+
+Built in the app's lifespan from Settings (never at import time) and torn down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_service.config import Settings
+from edge_service.control.events import EventLog
+from edge_service.control.loop import AdaptationLoop
+from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.data.preprocess import InputSpec
+from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+from edge_service.monitor.linux_source import LinuxSource
+from edge_service.monitor.source import MonitorSource
+from edge_service.repository import Catalog, load_catalog, verified_artifact_path
+from edge_service.runtime.engine import Engine
+from edge_service.runtime.ort_engine import OrtEngine
+from edge_service.runtime.pool import EnginePool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """Everything a request handler needs, owned by the app's lifespan."""
+
+    settings: Settings
+    catalog: Catalog
+    pool: EnginePool
+    loop: AdaptationLoop
+    events: EventLog
+    source: MonitorSource
+    device: str
+    started_at: float
+
+    def input_spec(self, variant_id: str) -> InputSpec:
+        """The preprocessing spec of one variant (its own input resolution)."""
+        variant = self.catalog.variant(variant_id)
+        return self.catalog.input.spec(variant.variant_spec.input_size)
+
+    def close(self) -> None:
+        self.loop.stop()
+        self.pool.close()
+        self.source.close()
+
+
+def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate]:
+    """The policy's view of the catalog on this device."""
+    out = []
+    for v in catalog.variants:
+        profile = v.profile_for(device, power_mode)
+        out.append(
+            Candidate(
+                variant_id=v.id,
+                accuracy=v.accuracy.top1 if v.accuracy else 0.0,
+                latency_ms=profile.latency_ms(1) if profile else None,
+            )
+        )
+    return out
+
+
+def engine_loader(catalog: Catalog, family_dir: Path, threads: int):  # type: ignore[no-untyped-def]
+    """A ``variant_id -> loaded Engine`` function over the repository (checksums verified)."""
+
+    def load(variant_id: str) -> Engine:
+        variant = catalog.variant(variant_id)
+        path = verified_artifact_path(family_dir, variant.artifact)
+        engine = OrtEngine(
+            path, variant_id=variant.id, precision=variant.precision, threads=threads
+        )
+        engine.load()
+        return engine
+
+    return load
+
+
+def start_service(settings: Settings, source: MonitorSource | None = None) -> Service:
+    """Load the catalog, start the monitor and the loop; an engine is active on return."""
+    catalog = load_catalog(settings.family_dir)
+    device = device_name()
+    pool = EnginePool(engine_loader(catalog, settings.family_dir, settings.intra_op_threads))
+    events = EventLog(settings.events_kept)
+    src = source or LinuxSource()
+    loop = AdaptationLoop(
+        source=src,
+        pool=pool,
+        candidates=candidates(catalog, device, DEFAULT_POWER_MODE),
+        rule=SimpleRule(cpu_high=settings.cpu_pressure_high, mem_high=settings.mem_pressure_high),
+        events=events,
+        period_s=settings.monitor_period_s,
+    )
+    loop.start()
+    log.info(
+        "serving family %s from %s; active %s", catalog.family, settings.family_dir, pool.active_id
+    )
+    return Service(settings, catalog, pool, loop, events, src, device, time.time())

@@ -1,0 +1,47 @@
+"""Shared fixtures: the real data set, trained weights, engines built into temp folders."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from edge_service.config import DEFAULT_FASHION_DIR, REPO_ROOT
+from edge_service.data.fashion import Split, load_split
+
+BASE_WEIGHTS = REPO_ROOT / "models" / "fashion" / "base.pt"
+CALIBRATION = REPO_ROOT / "calibration" / "fashion"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    if not (DEFAULT_FASHION_DIR / "t10k-labels-idx1-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST not installed: sudo apt-get install dataset-fashion-mnist")
+    return DEFAULT_FASHION_DIR
+
+
+@pytest.fixture(scope="session")
+def test_split(fashion_dir: Path) -> Split:
+    return load_split(fashion_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def engines_dir(tmp_path_factory: pytest.TempPathFactory, test_split: Split) -> Path:
+    """The default family built from the committed weights (accuracy on 1,000 images)."""
+    if not HAS_TORCH:
+        pytest.skip("building engines needs the train extra (torch)")
+    from edge_service.build.ort_builder import BuildRequest, build_family
+
+    root = tmp_path_factory.mktemp("engines")
+    build_family(
+        BuildRequest(
+            family_dir=root / "fashion",
+            weights=BASE_WEIGHTS,
+            calibration_dir=CALIBRATION,
+            test_split=test_split.subset(1000),
+            profile_runs=20,
+        )
+    )
+    return root

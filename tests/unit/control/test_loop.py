@@ -1,0 +1,138 @@
+"""The adaptation loop over a replayed trace: decisions become swaps and events."""
+
+from __future__ import annotations
+
+import time
+
+from support import ConstantEngine
+
+from edge_service.control.events import EventLog
+from edge_service.control.loop import AdaptationLoop
+from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.errors import EngineError, MonitorError
+from edge_service.monitor.context import Context
+from edge_service.monitor.replay import ReplaySource
+from edge_service.runtime.pool import EnginePool
+
+CANDIDATES = [Candidate("base@fp32", 0.93, 0.4), Candidate("base@int8", 0.92, 0.2)]
+RULE = SimpleRule(upgrade_cooldown_s=0.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trace(*loads: float) -> list[Context]:
+    return [
+        Context(
+            t=float(i),
+            source="trace",
+            cpu_online=2,
+            cpu_load=load,
+            mem_available_mb=800,
+            mem_total_mb=1000,
+        )
+        for i, load in enumerate(loads)
+    ]
+
+
+def _loop(source, loader=ConstantEngine, events=None) -> tuple[AdaptationLoop, EnginePool]:
+    pool = EnginePool(loader)
+    loop = AdaptationLoop(
+        source=source,
+        pool=pool,
+        candidates=CANDIDATES,
+        rule=RULE,
+        events=events or EventLog(16),
+        period_s=0.01,
+    )
+    return loop, pool
+
+
+def test_loop_follows_trace_when_cpu_load_rises_and_falls() -> None:
+    clock = Clock()
+    loop, pool = _loop(ReplaySource(_trace(0.1, 0.95, 0.2), clock=clock))
+    served = []
+    for now in (0.0, 1.0, 2.0):
+        clock.now = now
+        loop.tick()
+        served.append(pool.active_id)
+    assert served == ["base@fp32", "base@int8", "base@fp32"]
+    events = loop.events.recent()
+    assert [(e.from_variant, e.to_variant) for e in events] == [
+        (None, "base@fp32"),
+        ("base@fp32", "base@int8"),
+        ("base@int8", "base@fp32"),
+    ]
+    assert "cpu load 0.95" in events[1].reason
+    assert events[1].predicted_latency_ms == 0.2
+
+
+def test_no_event_logged_when_decision_keeps_the_same_variant() -> None:
+    clock = Clock()
+    loop, _ = _loop(ReplaySource(_trace(0.1, 0.2, 0.3), clock=clock))
+    for now in (0.0, 1.0, 2.0):
+        clock.now = now
+        loop.tick()
+    assert len(loop.events.recent()) == 1
+    assert loop.state().ticks == 3
+
+
+class FailingSource:
+    name = "broken"
+
+    def sample(self) -> Context:
+        raise MonitorError("sensor gone")
+
+    def close(self) -> None:
+        pass
+
+
+def test_engine_keeps_serving_when_monitor_source_fails() -> None:
+    clock = Clock()
+    loop, pool = _loop(ReplaySource(_trace(0.1), clock=clock))
+    loop.tick()
+    loop._source = FailingSource()  # the board's sensor dies mid-run
+    assert loop.tick() is None
+    assert pool.active_id == "base@fp32" and loop.state().source_errors == 1
+
+
+def test_start_activates_most_accurate_when_monitor_fails_from_the_start() -> None:
+    loop, pool = _loop(FailingSource())
+    loop.start()
+    try:
+        assert pool.active_id == "base@fp32"
+        assert "monitor unavailable" in loop.events.recent()[0].reason
+    finally:
+        loop.stop()
+
+
+def test_failed_swap_is_logged_and_old_engine_kept_when_new_engine_cannot_load() -> None:
+    clock = Clock()
+
+    def loader(vid: str) -> ConstantEngine:
+        if vid == "base@int8":
+            raise EngineError("int8 artifact corrupt")
+        return ConstantEngine(vid)
+
+    loop, pool = _loop(ReplaySource(_trace(0.1, 0.99), clock=clock), loader=loader)
+    loop.tick()
+    clock.now = 1.0
+    loop.tick()
+    assert pool.active_id == "base@fp32"
+    assert loop.events.recent()[-1].error == "int8 artifact corrupt"
+
+
+def test_background_thread_ticks_and_stops_when_started() -> None:
+    loop, pool = _loop(ReplaySource(_trace(0.1), loop=True))
+    loop.start()
+    time.sleep(0.1)
+    loop.stop()
+    ticks = loop.state().ticks
+    assert ticks >= 3 and pool.ready
+    time.sleep(0.05)
+    assert loop.state().ticks == ticks

@@ -1,0 +1,115 @@
+"""The catalog: validated on load, bad fields named, artifacts checksummed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_service.errors import CatalogError, NotFoundError
+from edge_service.repository import (
+    load_catalog,
+    make_artifact,
+    parse_catalog,
+    save_catalog,
+    verified_artifact_path,
+)
+from edge_service.variants import VariantSpec
+
+
+def _catalog_dict(family_dir: Path) -> dict[str, Any]:
+    art = family_dir / "base" / "fp32.onnx"
+    art.parent.mkdir(parents=True, exist_ok=True)
+    art.write_bytes(b"onnx bytes")
+    spec = VariantSpec(("id", "id"), "fp32")
+    return {
+        "schema_version": 1,
+        "family": family_dir.name,
+        "task": "classification",
+        "labels": ["a", "b"],
+        "input": {"name": "input", "shape": ["batch", 1, 28, 28], "mean": 0.5, "std": 0.5},
+        "variants": [
+            {
+                "id": spec.id,
+                "spec": spec.to_dict(),
+                "backend": "onnxruntime",
+                "artifact": make_artifact(family_dir, art).model_dump(),
+                "accuracy": {"top1": 0.9, "examples": 100},
+            }
+        ],
+    }
+
+
+def test_catalog_round_trips_when_saved_and_loaded(tmp_path: Path) -> None:
+    fam = tmp_path / "fashion"
+    catalog = parse_catalog(_catalog_dict(fam))
+    save_catalog(fam, catalog)
+    assert load_catalog(fam) == catalog
+    assert not list(fam.glob(".catalog.json.*"))  # no temp file left behind
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda d: d.update(schema_version=99), "schema_version"),
+        (lambda d: d.update(labels=[]), "labels"),
+        (lambda d: d["variants"][0].update(backend="tflite"), "variants[0].backend"),
+        (
+            lambda d: d["variants"][0]["artifact"].update(path="../x.onnx"),
+            "variants[0].artifact.path",
+        ),
+        (lambda d: d["variants"][0]["accuracy"].update(top1=1.5), "variants[0].accuracy.top1"),
+        (lambda d: d["variants"][0].update(id="base@int8"), "variants[0]"),
+        (lambda d: d["input"].pop("mean"), "input.mean"),
+    ],
+)
+def test_bad_catalog_refused_naming_field_when_a_field_is_wrong(tmp_path, mutate, field) -> None:
+    data = _catalog_dict(tmp_path / "fashion")
+    mutate(data)
+    with pytest.raises(CatalogError, match="field " + re.escape(field)):
+        parse_catalog(data)
+
+
+def test_duplicate_variant_ids_refused_when_catalog_repeats_one(tmp_path: Path) -> None:
+    data = _catalog_dict(tmp_path / "fashion")
+    data["variants"].append(data["variants"][0])
+    with pytest.raises(CatalogError, match="unique"):
+        parse_catalog(data)
+
+
+def test_load_says_how_to_build_when_catalog_missing(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="edge-service build --family fashion"):
+        load_catalog(tmp_path / "fashion")
+
+
+def test_load_refuses_catalog_when_json_is_truncated(tmp_path: Path) -> None:
+    fam = tmp_path / "fashion"
+    fam.mkdir()
+    (fam / "catalog.json").write_text('{"schema_version": 1, "fam')
+    with pytest.raises(CatalogError, match="not valid JSON"):
+        load_catalog(fam)
+
+
+def test_artifact_refused_when_file_changed_after_build(tmp_path: Path) -> None:
+    fam = tmp_path / "fashion"
+    catalog = parse_catalog(_catalog_dict(fam))
+    artifact = catalog.variants[0].artifact
+    assert verified_artifact_path(fam, artifact).is_file()
+    (fam / artifact.path).write_bytes(b"tampered")
+    with pytest.raises(CatalogError, match="fails its checksum"):
+        verified_artifact_path(fam, artifact)
+
+
+def test_variant_lookup_lists_known_ids_when_id_unknown(tmp_path: Path) -> None:
+    catalog = parse_catalog(_catalog_dict(tmp_path / "fashion"))
+    with pytest.raises(NotFoundError, match="base@fp32"):
+        catalog.variant("nope@int8")
+
+
+def test_catalog_json_is_plain_json_when_written(tmp_path: Path) -> None:
+    fam = tmp_path / "fashion"
+    save_catalog(fam, parse_catalog(_catalog_dict(fam)))
+    assert json.loads((fam / "catalog.json").read_text())["schema_version"] == 1

@@ -1,0 +1,110 @@
+"""The engine pool: atomic swaps, leases that outlive a swap, drained engines closed."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge_service.errors import EngineError, NotReadyError
+from support import ConstantEngine
+
+
+def _pool():
+    from edge_service.runtime.pool import EnginePool
+
+    made: dict[str, ConstantEngine] = {}
+
+    def loader(vid: str) -> ConstantEngine:
+        if vid == "broken":
+            raise EngineError("cannot load broken")
+        made[vid] = ConstantEngine(vid, float(len(made)))
+        return made[vid]
+
+    return EnginePool(loader), made
+
+
+def test_lease_raises_not_ready_when_nothing_activated() -> None:
+    pool, _ = _pool()
+    with pytest.raises(NotReadyError), pool.lease():
+        pass
+
+
+def test_old_engine_closed_at_once_when_swapped_without_leases() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    pool.activate("b")
+    assert pool.active_id == "b"
+    assert made["a"].closed and not made["b"].closed
+
+
+def test_leased_engine_keeps_running_when_swapped_mid_request() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    with pool.lease() as (vid, engine):
+        pool.activate("b")
+        assert vid == "a" and not made["a"].closed
+        assert engine.infer(x)[0, 0] == 0.0  # still serves the request it started
+    assert made["a"].closed  # drained, then closed
+    with pool.lease() as (vid, _):
+        assert vid == "b"
+
+
+def test_failed_load_keeps_old_engine_active_when_new_variant_breaks() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    with pytest.raises(EngineError):
+        pool.activate("broken")
+    assert pool.active_id == "a" and not made["a"].closed
+
+
+def test_activate_is_a_no_op_when_variant_already_active() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    pool.activate("a")
+    assert list(made) == ["a"]
+
+
+def test_no_request_fails_when_swapping_under_concurrent_load() -> None:
+    pool, _ = _pool()
+    pool.activate("v0")
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                with pool.lease() as (_, engine):
+                    engine.infer(x)
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for i in range(1, 200):
+        pool.activate(f"v{i}")
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_close_closes_active_engine_when_pool_shuts_down() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    pool.close()
+    assert made["a"].closed and not pool.ready
+
+
+def test_infer_refuses_batch_when_shape_or_dtype_wrong() -> None:
+    from edge_service.errors import BadInputError
+
+    engine = ConstantEngine("a", 0.0)
+    with pytest.raises(BadInputError, match="float32"):
+        engine.infer(np.zeros((1, 1, 4, 4), dtype=np.float64))
+    with pytest.raises(BadInputError, match="shape"):
+        engine.infer(np.zeros((1, 1, 5, 4), dtype=np.float32))
