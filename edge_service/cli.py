@@ -52,6 +52,9 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(show_path=False, console=_err_console())],
         force=True,
     )
+    if not verbose:  # the exporter and quantizer narrate every pass at INFO
+        for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _err_console() -> Console:

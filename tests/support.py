@@ -27,3 +27,6 @@ class ConstantEngine(EngineBase):
 
     def close(self) -> None:
         self.closed = True
+
+
+MAX_BODY = 65_536  # the body limit the integration server runs with

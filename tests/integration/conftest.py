@@ -12,8 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-MAX_BODY = 65_536
+from support import MAX_BODY
 
 
 def _free_port() -> int:

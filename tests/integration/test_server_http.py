@@ -7,10 +7,9 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from support import MAX_BODY
 
 from edge_service.data.fashion import LABELS
-
-from .conftest import MAX_BODY
 
 pytestmark = pytest.mark.integration
 

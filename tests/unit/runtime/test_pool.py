@@ -6,9 +6,9 @@ import threading
 
 import numpy as np
 import pytest
+from support import ConstantEngine
 
 from edge_service.errors import EngineError, NotReadyError
-from support import ConstantEngine
 
 
 def _pool():
