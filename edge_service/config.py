@@ -7,6 +7,7 @@ There is no module-level instance: build one with ``Settings()`` where the proce
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,9 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100)
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
     monitor_period_s: float = Field(0.5, gt=0.0, le=60.0)
+    monitor_source: Literal["linux", "replay"] = "linux"
+    monitor_trace: Path | None = None
+    monitor_replay_speed: float = Field(1.0, gt=0.0)
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)
     events_kept: int = Field(256, ge=1)

@@ -1,8 +1,19 @@
-"""Test support: a trivial but real Engine, for pool and loop tests that need no model."""
+"""Test support: a trivial but real Engine, and a real server started in a subprocess."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
 import numpy as np
+import pytest
 
 from edge_service.errors import EngineError
 from edge_service.runtime.engine import EngineBase, EngineInfo
@@ -30,3 +41,53 @@ class ConstantEngine(EngineBase):
 
 
 MAX_BODY = 65_536  # the body limit the integration server runs with
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def run_server(engines_dir: Path, log: Path, **env: str) -> Iterator[str]:
+    """Start ``edge-service serve`` on a free port; yield its URL once ready; stop it."""
+    port = _free_port()
+    full_env = os.environ | {"EDGE_MONITOR_PERIOD_S": "0.2", "EDGE_MAX_BODY_BYTES": str(MAX_BODY)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_service",
+        "serve",
+        "--port",
+        str(port),
+        "--engines-dir",
+        str(engines_dir),
+    ]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env | env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"server not ready in 60 s:\n{log.read_text()}")

@@ -16,7 +16,7 @@ from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.data.preprocess import InputSpec
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
-from edge_service.monitor.linux_source import LinuxSource
+from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
 from edge_service.repository import Catalog, load_catalog, verified_artifact_path
 from edge_service.runtime.engine import Engine
@@ -86,7 +86,9 @@ def start_service(settings: Settings, source: MonitorSource | None = None) -> Se
     device = device_name()
     pool = EnginePool(engine_loader(catalog, settings.family_dir, settings.intra_op_threads))
     events = EventLog(settings.events_kept)
-    src = source or LinuxSource()
+    src = source or open_source(
+        settings.monitor_source, settings.monitor_trace, settings.monitor_replay_speed
+    )
     loop = AdaptationLoop(
         source=src,
         pool=pool,

@@ -1,0 +1,18 @@
+"""The ``edge-service`` command line (typer).
+
+Heavy imports (torch, onnx, uvicorn) happen inside the verbs, so ``edge-service --help``
+is instant and works without the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+from edge_service.cli import offline, online  # noqa: F401  (registers the verbs)
+from edge_service.cli._common import app
+
+
+def main() -> None:
+    """Entry point for ``python -m edge_service``."""
+    app()
+
+
+__all__ = ["app", "main"]

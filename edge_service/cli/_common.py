@@ -1,0 +1,80 @@
+"""Shared pieces of the ``edge-service`` CLI: the typer app, options, output helpers.
+
+Heavy imports (torch, onnx, uvicorn) happen inside the verbs, so ``edge-service --help``
+is instant and works without the ``train`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edge_service.config import REPO_ROOT, Settings
+from edge_service.errors import EdgeServiceError
+
+app = typer.Typer(
+    name="edge-service",
+    help="Context-adaptive inference for NVIDIA Jetson boards (and any Linux box).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("edge_service.cli")
+
+DEFAULT_WEIGHTS = REPO_ROOT / "models" / "fashion" / "base.pt"
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+
+
+@app.callback()
+def _root() -> None:
+    """Context-adaptive inference for NVIDIA Jetson boards (and any Linux box)."""
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, console=err_console())],
+        force=True,
+    )
+    if not verbose:  # the exporter and quantizer narrate every pass at INFO
+        for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def err_console() -> Console:
+
+    return Console(stderr=True)
+
+
+def fail(exc: EdgeServiceError) -> typer.Exit:
+    err_console().print(f"[red]error:[/red] {exc.message}")
+    return typer.Exit(code=2)
+
+
+def emit(payload: object, as_json: bool, human: str) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    else:
+        from rich.console import Console
+
+        Console().print(human)
+
+
+def settings_from(**overrides: object) -> Settings:
+    """Settings from the environment, with the CLI's explicit options on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+
+
+FamilyOpt = Annotated[
+    str | None, typer.Option(help="engine family (default: EDGE_FAMILY or fashion)")
+]
+EnginesOpt = Annotated[Path | None, typer.Option(help="engine repository (default: ./engines)")]

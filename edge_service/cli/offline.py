@@ -1,0 +1,211 @@
+"""Offline verbs: ``train``, ``build``, ``bench`` (training and export need the train extra)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edge_service.cli._common import (
+    DEFAULT_WEIGHTS,
+    EnginesOpt,
+    FamilyOpt,
+    JsonOpt,
+    VerboseOpt,
+    app,
+    emit,
+    fail,
+    log,
+    settings_from,
+    setup_logging,
+)
+from edge_service.config import REPO_ROOT, Settings
+from edge_service.errors import EdgeServiceError
+
+
+@app.command()
+def train(
+    out: Annotated[Path, typer.Option(help="where to write the weights")] = DEFAULT_WEIGHTS,
+    epochs: Annotated[int, typer.Option(min=1)] = 15,
+    batch_size: Annotated[int, typer.Option(min=1)] = 128,
+    lr: Annotated[float, typer.Option(min=0.0)] = 3e-3,
+    seed: int = 0,
+    train_limit: Annotated[
+        int, typer.Option(min=0, help="train on a seeded subset (0 = all 60k)")
+    ] = 0,
+    test_limit: Annotated[int, typer.Option(min=0, help="evaluate on a subset (0 = all)")] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads (0 = default)")] = 0,
+    tiny: Annotated[bool, typer.Option(help="a tiny model, for smoke tests")] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Train the base staged CNN on Fashion-MNIST (needs the ``train`` extra)."""
+    setup_logging(verbose)
+    try:
+        from edge_service.data.fashion import load_split
+        from edge_service.data.preprocess import InputSpec
+        from edge_service.evolve.model import ModelConfig
+        from edge_service.evolve.train import TrainConfig, save_weights
+        from edge_service.evolve.train import train as run_training
+
+        settings = Settings()
+        model_cfg = (
+            ModelConfig(stem=4, widths=(8, 8, 16), blocks=(1, 1, 1)) if tiny else (ModelConfig())
+        )
+        cfg = TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            train_limit=train_limit,
+            threads=threads,
+            model=model_cfg,
+        )
+        train_split = load_split(settings.data_dir, "train")
+        test_split = load_split(settings.data_dir, "test")
+        if test_limit:
+            test_split = test_split.subset(test_limit, seed)
+        spec = InputSpec()
+        model, result = run_training(cfg, train_split, test_split, spec)
+        meta = {
+            "test_top1": result.test_top1,
+            "test_examples": len(test_split),
+            "epochs": result.epochs,
+            "train_seconds": round(result.seconds, 1),
+            "params": result.params,
+            "seed": seed,
+            "command": "edge-service " + " ".join(sys.argv[1:]),
+            "torch": str(__import__("torch").__version__),
+        }
+        save_weights(out, model, spec, meta)
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    summary = {"weights": str(out), **meta, "history": result.history}
+    emit(
+        summary,
+        as_json,
+        f"wrote {out}: test top-1 {result.test_top1:.4f} "
+        f"({result.params} params, {result.seconds:.0f} s)",
+    )
+
+
+@app.command()
+def build(
+    family: FamilyOpt = None,
+    engines_dir: EnginesOpt = None,
+    weights: Annotated[Path, typer.Option(help="trained base weights")] = DEFAULT_WEIGHTS,
+    calibration: Annotated[Path | None, typer.Option(help="INT8 calibration images")] = None,
+    precision: Annotated[
+        list[str] | None, typer.Option(help="fp32 and/or int8 (repeatable)")
+    ] = None,
+    eval_limit: Annotated[
+        int, typer.Option(min=0, help="measure accuracy on N test images (0 = all 10k)")
+    ] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Export, calibrate and build the family's ONNX Runtime engines (FP32, INT8)."""
+    setup_logging(verbose)
+    try:
+        from edge_service.build.ort_builder import BuildRequest, build_family
+        from edge_service.data.fashion import load_split
+        from edge_service.errors import BuildError
+
+        settings = settings_from(family=family, engines_dir=engines_dir)
+        precisions = tuple(precision or ("fp32", "int8"))
+        bad = sorted(set(precisions) - {"fp32", "int8"})
+        if bad:
+            raise BuildError(f"precision {bad} cannot be built with ONNX Runtime; use fp32, int8")
+        if not weights.is_file():
+            raise BuildError(f"no weights at {weights}; train them: edge-service train")
+        test = load_split(settings.data_dir, "test")
+        req = BuildRequest(
+            family_dir=settings.family_dir,
+            weights=weights,
+            calibration_dir=calibration or REPO_ROOT / "calibration" / settings.family,
+            test_split=test.subset(eval_limit) if eval_limit else test,
+            precisions=precisions,
+            threads=settings.intra_op_threads,
+            force=force,
+        )
+        report = build_family(req, progress=lambda msg: log.info(msg))
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    payload = {
+        "catalog": str(report.catalog),
+        "built": list(report.built),
+        "up_to_date": report.up_to_date,
+        "accuracy": report.accuracy,
+    }
+    human = (
+        "nothing to build: engines are up to date"
+        if report.up_to_date
+        else f"built {', '.join(report.built)} into {report.catalog.parent}"
+    )
+    emit(payload, as_json, human)
+
+
+@app.command()
+def bench(
+    family: FamilyOpt = None,
+    engines_dir: EnginesOpt = None,
+    batch: Annotated[int, typer.Option(min=1, max=64)] = 1,
+    threads: Annotated[int, typer.Option(min=0, help="ORT intra-op threads (0 = all)")] = 0,
+    rounds: Annotated[int, typer.Option(min=1)] = 5,
+    runs: Annotated[int, typer.Option(min=1, help="timed calls per round")] = 200,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Latency of every built variant, measured side by side (interleaved rounds)."""
+    setup_logging(verbose)
+    try:
+        from edge_service.profile.compare import compare_variants
+        from edge_service.repository import load_catalog
+
+        settings = settings_from(family=family, engines_dir=engines_dir)
+        catalog = load_catalog(settings.family_dir)
+        result = compare_variants(
+            catalog, settings.family_dir, batch=batch, threads=threads, rounds=rounds, runs=runs
+        )
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    ref = catalog.variants[0].id
+    rows = [
+        {
+            "variant": v.id,
+            "accuracy": v.accuracy.top1 if v.accuracy else None,
+            "p50_ms": result.p50_ms[v.id],
+            "p99_ms": result.p99_ms[v.id],
+            f"p50_vs_{ref}": result.ratio(v.id, ref),
+        }
+        for v in catalog.variants
+    ]
+    if as_json:
+        emit(
+            {"batch": batch, "threads": threads, "rounds": rounds, "runs": runs, "variants": rows},
+            True,
+            "",
+        )
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{catalog.family}: batch {batch}, threads {threads or 'all'}, {rounds}x{runs} runs"
+    )
+    for col in ("variant", "top-1", "p50 ms", "p99 ms", f"p50 / {ref}"):
+        table.add_column(col)
+    for r in rows:
+        acc = r["accuracy"]
+        table.add_row(
+            str(r["variant"]),
+            f"{acc:.4f}" if acc is not None else "-",
+            f"{r['p50_ms']:.3f}",
+            f"{r['p99_ms']:.3f}",
+            f"{r[f'p50_vs_{ref}']:.2f}",
+        )
+
+    Console().print(table)

@@ -1,0 +1,186 @@
+"""Online verbs: ``serve``, ``monitor``, ``simulate``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from edge_service.cli._common import (
+    EnginesOpt,
+    FamilyOpt,
+    JsonOpt,
+    VerboseOpt,
+    app,
+    emit,
+    fail,
+    settings_from,
+    setup_logging,
+)
+from edge_service.errors import EdgeServiceError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from edge_service.monitor.context import Context
+    from edge_service.monitor.replay import TraceRecorder
+    from edge_service.monitor.source import MonitorSource
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (EDGE_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (EDGE_PORT)")] = None,
+    family: FamilyOpt = None,
+    engines_dir: EnginesOpt = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve the family over HTTP (needs its engines: edge-service build)."""
+    setup_logging(verbose)
+    try:
+        import uvicorn
+
+        from edge_service.monitor.select import open_source
+        from edge_service.repository import load_catalog
+        from edge_service.server.app import create_app
+
+        settings = settings_from(host=host, port=port, family=family, engines_dir=engines_dir)
+        load_catalog(settings.family_dir)  # fail fast, before binding the port
+        open_source(settings.monitor_source, settings.monitor_trace).close()
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=verbose,
+    )
+
+
+@app.command()
+def monitor(
+    once: Annotated[bool, typer.Option(help="print one sample and exit")] = False,
+    record: Annotated[Path | None, typer.Option(help="append samples to a JSONL trace")] = None,
+    period: Annotated[float, typer.Option(min=0.05, help="seconds between samples")] = 0.5,
+    count: Annotated[int, typer.Option(min=0, help="stop after N samples (0 = never)")] = 0,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Show the board's state (the Context the controller sees); record it with --record."""
+    import time
+
+    from edge_service.monitor.linux_source import LinuxSource
+    from edge_service.monitor.replay import TraceRecorder
+
+    setup_logging(verbose)
+    source = LinuxSource()
+    time.sleep(min(period, 0.2))  # let the CPU-load window fill
+    if once:
+        ctx = source.sample()
+        if record:
+            with TraceRecorder(record) as rec:
+                rec.write(ctx)
+        emit(ctx.to_dict(), as_json, ctx.summary())
+        return
+    recorder = TraceRecorder(record) if record else None
+    try:
+        _monitor_loop(source, recorder, period, count, as_json)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if recorder:
+            recorder.close()
+
+
+def _monitor_loop(
+    source: MonitorSource,
+    recorder: TraceRecorder | None,
+    period: float,
+    count: int,
+    as_json: bool,
+) -> None:
+    import time
+    from contextlib import nullcontext
+
+    from rich.live import Live
+
+    seen = 0
+    live = nullcontext() if as_json else Live(console=Console(), auto_refresh=False)
+    with live as view:
+        while count == 0 or seen < count:
+            ctx = source.sample()
+            seen += 1
+            if recorder:
+                recorder.write(ctx)
+            if view is None:
+                sys.stdout.write(json.dumps(ctx.to_dict()) + "\n")
+                sys.stdout.flush()
+            else:
+                view.update(_context_table(ctx), refresh=True)
+            time.sleep(period)
+
+
+def _context_table(ctx: Context) -> Table:
+    from rich.table import Table
+
+    table = Table(title=f"{ctx.device or 'device'} ({ctx.source})", show_header=False)
+    mode = ctx.power_mode
+    rows = {
+        "power mode": f"{mode.id} {mode.name}" if mode else "-",
+        "cpu": f"{ctx.cpu_load:.0%} of {ctx.cpu_online} cores",
+        "memory": f"{ctx.mem_available_mb:.0f} / {ctx.mem_total_mb:.0f} MB available "
+        f"({ctx.mem_pressure:.0%} used)",
+        "gpu": f"{ctx.gpu_freq_hz / 1e6:.0f} MHz" if ctx.gpu_freq_hz else "-",
+        "temps": ", ".join(f"{k} {v:.0f}C" for k, v in ctx.temps_c.items()) or "-",
+        "power": f"{ctx.power_total_mw:.0f} mW" if ctx.power_total_mw else "-",
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    return table
+
+
+@app.command()
+def simulate(
+    trace: Annotated[
+        Path, typer.Option(help="JSONL Context trace (edge-service monitor --record)")
+    ],
+    family: FamilyOpt = None,
+    engines_dir: EnginesOpt = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Replay a Context trace through the policy: which variant would serve when, and why."""
+    setup_logging(verbose)
+    try:
+        from edge_service.control.policy import SimpleRule, decide
+        from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+        from edge_service.monitor.replay import read_trace
+        from edge_service.repository import load_catalog
+        from edge_service.server.service import candidates
+
+        settings = settings_from(family=family, engines_dir=engines_dir)
+        catalog = load_catalog(settings.family_dir)
+        contexts = read_trace(trace)
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    cands = candidates(catalog, device_name(), DEFAULT_POWER_MODE)
+    rule = SimpleRule(cpu_high=settings.cpu_pressure_high, mem_high=settings.mem_pressure_high)
+    current: str | None = None
+    last_change: float | None = None
+    rows: list[dict[str, Any]] = []
+    for ctx in contexts:
+        d = decide(ctx, cands, rule, current, last_change)
+        if d.changed:
+            current, last_change = d.variant_id, ctx.t
+        rows.append({"t": ctx.t, "variant": d.variant_id, "changed": d.changed, "reason": d.reason})
+    switches = sum(1 for r in rows if r["changed"])
+    human = (
+        "\n".join(f"t={r['t']:.1f} {r['variant']}: {r['reason']}" for r in rows if r["changed"])
+        + f"\n{len(rows)} contexts, {switches} switches"
+    )
+    emit({"decisions": rows, "switches": switches}, as_json, human)

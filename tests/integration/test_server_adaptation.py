@@ -1,0 +1,69 @@
+"""A server driven by a replayed board trace: its decisions follow the trace."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from support import run_server
+
+pytestmark = pytest.mark.integration
+
+
+def _trace(path, loads):
+    lines = [
+        json.dumps(
+            {
+                "t": float(i),
+                "source": "trace",
+                "cpu_online": 2,
+                "cpu_load": load,
+                "mem_available_mb": 3000,
+                "mem_total_mb": 4000,
+            }
+        )
+        for i, load in enumerate(loads)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_server_decisions_follow_replayed_cpu_load_when_monitor_is_a_trace(engines_dir, tmp_path):
+    trace = _trace(tmp_path / "day.jsonl", [0.1, 0.1, 0.95, 0.95])
+    reasons: set[str] = set()
+    with run_server(
+        engines_dir,
+        tmp_path / "server.log",
+        EDGE_MONITOR_SOURCE="replay",
+        EDGE_MONITOR_TRACE=str(trace),
+        EDGE_MONITOR_REPLAY_SPEED="4",
+    ) as url:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and len(reasons) < 2:
+            status = httpx.get(f"{url}/v1/status", timeout=5).json()
+            assert status["context"]["source"] == "trace"
+            reasons.add(status["decision"]["reason"].split(" ")[0])
+            time.sleep(0.1)
+        fastest = min(status["variants"], key=lambda v: v["latency_p50_ms"])["id"]
+        while status["decision"]["constrained"] is False and time.monotonic() < deadline:
+            status = httpx.get(f"{url}/v1/status", timeout=5).json()
+        assert status["decision"]["constrained"] is True
+        assert status["decision"]["variant_id"] == fastest
+    assert reasons == {"no", "cpu"}  # "no pressure -> most accurate", "cpu load ... -> fastest"
+
+
+def test_server_refuses_to_start_when_replay_trace_missing(engines_dir, tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_service", "serve", "--engines-dir", str(engines_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"EDGE_MONITOR_SOURCE": "replay", "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 2
+    assert "EDGE_MONITOR_TRACE" in r.stderr
