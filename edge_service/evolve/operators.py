@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +71,7 @@ def prune(ratio: float) -> Operator:
         example = torch.zeros(1, convs[0].in_channels, 16, 16)
         graph = tp.DependencyGraph().build_dependency(new, example_inputs=example)
         for conv in convs[:-1]:  # the last conv sets the stage's output width: keep it
-            n_drop = int(round(conv.out_channels * ratio))
+            n_drop = round(conv.out_channels * ratio)
             if n_drop == 0:
                 continue
             importance = conv.weight.detach().abs().sum(dim=(1, 2, 3))
@@ -79,6 +80,11 @@ def prune(ratio: float) -> Operator:
         return new
 
     return run
+
+
+def _geometry(conv: nn.Conv2d) -> dict[str, Any]:
+    """Stride, padding and dilation of ``conv``, for a replacement that keeps its shapes."""
+    return {"stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
 
 
 class LowRankConv(nn.Sequential):
@@ -90,9 +96,7 @@ class LowRankConv(nn.Sequential):
             c_in,
             rank,
             (kh, kw),
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            **_geometry(conv),
             bias=False,
         )
         second = nn.Conv2d(rank, c_out, 1, bias=conv.bias is not None)
@@ -136,9 +140,7 @@ class DepthwiseSeparableConv(nn.Sequential):
             c_in,
             c_in,
             (kh, kw),
-            stride=conv.stride,
-            padding=conv.padding,
-            dilation=conv.dilation,
+            **_geometry(conv),
             groups=c_in,
             bias=False,
         )

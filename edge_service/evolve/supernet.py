@@ -10,7 +10,7 @@ import copy
 import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -54,7 +54,8 @@ class MultiBranchNet(nn.Module):
         self.stem = copy.deepcopy(base.stem)
         self.head = copy.deepcopy(base.head)
         self.stages = nn.ModuleList(
-            nn.ModuleDict({b: BRANCHES[b](stage) for b in self.branches}) for stage in base.stages
+            nn.ModuleDict({b: BRANCHES[b](cast(nn.Sequential, stage)) for b in self.branches})
+            for stage in base.stages
         )
         self.active: tuple[str, ...] = (IDENTITY,) * len(self.stages)
 
@@ -76,13 +77,13 @@ class MultiBranchNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.stem(x)
-        for stage, choice in zip(self.stages, self.active, strict=True):
-            out = stage[choice](out)
+        for i, choice in enumerate(self.active):
+            out = self.branch(i, choice)(out)
         return self.head(out)  # type: ignore[no-any-return]
 
     def branch(self, stage: int, choice: str) -> nn.Module:
         """One stage's branch module."""
-        return self.stages[stage][choice]  # type: ignore[no-any-return]
+        return cast(nn.ModuleDict, self.stages[stage])[choice]
 
     def extract(self, spec: VariantSpec | Sequence[str]) -> StaticNet:
         """A standalone copy of the path ``spec`` selects (eval mode)."""
