@@ -45,3 +45,29 @@ def engines_dir(tmp_path_factory: pytest.TempPathFactory, test_split: Split) -> 
         )
     )
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> Path:
+    """A tiny base model trained for one epoch on 1,024 images (seconds)."""
+    if not HAS_TORCH:
+        pytest.skip("training needs the train extra (torch)")
+    from edge_service.data.preprocess import InputSpec
+    from edge_service.evolve.model import ModelConfig
+    from edge_service.evolve.train import TrainConfig, save_weights, train
+
+    cfg = TrainConfig(
+        epochs=1,
+        train_limit=1024,
+        threads=1,
+        model=ModelConfig(stem=4, widths=(8, 8, 16), blocks=(2, 2, 2)),
+    )
+    model, result = train(
+        cfg,
+        load_split(fashion_dir, "train"),
+        load_split(fashion_dir, "test").subset(256),
+        InputSpec(),
+    )
+    path = tmp_path_factory.mktemp("tiny") / "base.pt"
+    save_weights(path, model, InputSpec(), {"test_top1": result.test_top1})
+    return path

@@ -7,6 +7,7 @@ The export is checked with the ONNX checker and shape inference before it is kep
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 
@@ -20,8 +21,14 @@ OUTPUT_NAME = "logits"
 MAX_BATCH = 64
 
 
-def export_onnx(model: object, path: Path, input_size: int, in_channels: int = 1) -> Path:
-    """Export ``model`` (a torch module in eval mode) to ``path``; returns the path."""
+def export_onnx(
+    model: object,
+    path: Path,
+    input_size: int,
+    in_channels: int = 1,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Export ``model`` (a torch module) in eval mode to ``path``; returns the path."""
     try:
         import onnx
         import torch
@@ -32,8 +39,11 @@ def export_onnx(model: object, path: Path, input_size: int, in_channels: int = 1
     if not isinstance(model, torch.nn.Module):
         raise BuildError(f"export_onnx takes a torch module, got {type(model).__name__}")
     model.eval()
-    example = torch.zeros(2, in_channels, input_size, input_size)
+    # A batch of 2 keeps torch.export from specialising the dynamic axis to 1.
+    example = torch.zeros(2 if dynamic_batch else 1, in_channels, input_size, input_size)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    arg = next(iter(inspect.signature(model.forward).parameters))
+    dynamic = {arg: {0: batch}} if dynamic_batch else None
 
     def write(tmp: Path) -> None:
         program = torch.onnx.export(
@@ -41,7 +51,7 @@ def export_onnx(model: object, path: Path, input_size: int, in_channels: int = 1
             (example,),
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
-            dynamic_shapes={"x": {0: batch}},
+            dynamic_shapes=dynamic,
             opset_version=OPSET,
             dynamo=True,
             verbose=False,
@@ -59,5 +69,6 @@ def export_onnx(model: object, path: Path, input_size: int, in_channels: int = 1
         raise
     except Exception as exc:
         raise BuildError(f"ONNX export to {path} failed: {exc}") from exc
-    log.info("exported %s (opset %d, dynamic batch 1..%d)", path, OPSET, MAX_BATCH)
+    batch_desc = f"dynamic batch 1..{MAX_BATCH}" if dynamic_batch else "batch 1"
+    log.debug("exported %s (opset %d, %s)", path, OPSET, batch_desc)
     return path

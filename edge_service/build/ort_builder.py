@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import onnxruntime as ort
 
@@ -23,7 +24,7 @@ import edge_service
 from edge_service.build.calibration import calibration_hash, calibration_images, quantize_int8
 from edge_service.data.fashion import LABELS, Split
 from edge_service.data.preprocess import InputSpec
-from edge_service.errors import CatalogError
+from edge_service.errors import BuildError, CatalogError
 from edge_service.fsutil import sha256_file
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.profile.accuracy import engine_accuracy
@@ -60,6 +61,8 @@ class BuildRequest:
     profile_runs: int = 100
     threads: int = 0
     force: bool = False
+    evolved: Path | None = None  # multi-branch weights: build their kept variants
+    only: frozenset[str] = frozenset()  # build only these networks (ids without precision)
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,11 @@ def build_key(req: BuildRequest) -> str:
     """Hash of everything the engines depend on; equal keys mean nothing to rebuild."""
     from edge_service.build.export import MAX_BATCH, OPSET
 
+    evolved = req.evolved if req.evolved is not None and req.evolved.is_file() else None
     parts = {
         "weights": sha256_file(req.weights),
+        "evolved": sha256_file(evolved) if evolved else None,
+        "only": sorted(req.only),
         "calibration": calibration_hash(calibration_images(req.calibration_dir)),
         "precisions": sorted(req.precisions),
         "opset": OPSET,
@@ -100,34 +106,51 @@ def is_up_to_date(req: BuildRequest, key: str) -> bool:
     return catalog.build.get("key") == key
 
 
-def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildReport:
-    """Export, quantize, measure and catalogue the base model's engines."""
-    from edge_service.build.export import export_onnx
+def _networks(req: BuildRequest) -> tuple[InputSpec, list[tuple[VariantSpec, Any]], dict[str, Any]]:
+    """The networks to build: the evolved kept variants if present, else the base model."""
     from edge_service.evolve.train import load_weights
+
+    if req.evolved is not None and req.evolved.is_file():
+        from edge_service.evolve.supernet import load_supernet
+
+        net, spec, kept, meta = load_supernet(req.evolved)
+        nets: list[tuple[VariantSpec, Any]] = [(s, net.extract(s)) for s in kept]
+        meta = {k: meta[k] for k in ("base_sha256", "distill_s", "finetune_s") if k in meta}
+        source = req.evolved.name
+    else:
+        model, spec, meta = load_weights(req.weights)
+        base = VariantSpec(
+            (IDENTITY,) * len(model.stages), "fp32", spec.size, spec.size, req.weights.name
+        )
+        nets, source = [(base, model)], req.weights.name
+    if req.only:
+        nets = [(s, m) for s, m in nets if s.family_key in req.only]
+        if not nets:
+            raise BuildError(f"none of {sorted(req.only)} is among the networks of {source}")
+    return spec, nets, {"source": source, **meta}
+
+
+def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildReport:
+    """Export, quantize, measure and catalogue every network's engines."""
+    from edge_service.build.export import export_onnx
 
     key = build_key(req)
     if not req.force and is_up_to_date(req, key):
         progress(f"{req.family_dir}: up to date (build key {key[:12]}), nothing to build")
         return BuildReport(req.family_dir / "catalog.json", (), True, {})
-    model, spec, meta = load_weights(req.weights)
-    base = VariantSpec(
-        stages=(IDENTITY,) * len(model.stages),
-        precision="fp32",
-        input_size=spec.size,
-        native_size=spec.size,
-        source=req.weights.name,
-    )
-    out_dir = req.family_dir / base.family_key
-    progress(f"exporting {req.weights} to ONNX")
-    fp32 = export_onnx(model, out_dir / "fp32.onnx", spec.size)
-    paths = {"fp32": fp32}
-    if "int8" in req.precisions:
-        progress(f"calibrating INT8 on {req.calibration_dir}")
-        files = calibration_images(req.calibration_dir)
-        paths["int8"] = quantize_int8(fp32, out_dir / "int8.onnx", files, spec)
-    variants = [
-        _measure(req, base.with_precision(p), paths[p], spec, progress) for p in req.precisions
-    ]
+    spec, nets, meta = _networks(req)
+    files = calibration_images(req.calibration_dir) if "int8" in req.precisions else []
+    variants = []
+    for i, (vspec, module) in enumerate(nets, 1):
+        out_dir = req.family_dir / vspec.family_key
+        vin = InputSpec(spec.name, vspec.input_size, spec.mean, spec.std)
+        progress(f"[{i}/{len(nets)}] {vspec.family_key}: export, calibrate, measure")
+        paths = {"fp32": export_onnx(module, out_dir / "fp32.onnx", vspec.input_size)}
+        if "int8" in req.precisions:
+            paths["int8"] = quantize_int8(paths["fp32"], out_dir / "int8.onnx", files, vin)
+        variants += [
+            _measure(req, vspec.with_precision(p), paths[p], vin, progress) for p in req.precisions
+        ]
     catalog = Catalog(
         schema_version=1,
         family=req.family_dir.name,
@@ -139,8 +162,7 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
         variants=variants,
         build={
             "key": key,
-            "weights": str(req.weights.name),
-            "weights_meta": meta,
+            "networks": meta,
             "onnxruntime": ort.__version__,
             "edge_service": edge_service.__version__,
         },

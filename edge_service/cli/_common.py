@@ -37,6 +37,11 @@ def _root() -> None:
 
 
 def setup_logging(verbose: bool) -> None:
+    """Rich logging to stderr; quiet the exporter's chatter unless ``verbose``."""
+    import warnings
+
+    # torch's exporter trips its own deprecation warning (LeafSpec) on every export
+    warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec.*")
     from rich.logging import RichHandler
 
     logging.basicConfig(
@@ -48,6 +53,8 @@ def setup_logging(verbose: bool) -> None:
     if not verbose:  # the exporter and quantizer narrate every pass at INFO
         for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # "torchvision is not installed" is expected: the models here need none of its ops
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def err_console() -> Console:

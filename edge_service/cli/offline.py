@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -104,11 +105,22 @@ def build(
     eval_limit: Annotated[
         int, typer.Option(min=0, help="measure accuracy on N test images (0 = all 10k)")
     ] = 0,
+    evolved: Annotated[
+        Path | None,
+        typer.Option(help="multi-branch weights (default models/<family>/evolved.pt if present)"),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="build only these networks, e.g. base (repeatable)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Export, calibrate and build the family's ONNX Runtime engines (FP32, INT8)."""
+    """Export, calibrate and build the family's ONNX Runtime engines (FP32, INT8).
+
+    With evolved weights (edge-service evolve), every kept variant is built; otherwise
+    the base model alone.
+    """
     setup_logging(verbose)
     try:
         from edge_service.build.ort_builder import BuildRequest, build_family
@@ -131,6 +143,8 @@ def build(
             precisions=precisions,
             threads=settings.intra_op_threads,
             force=force,
+            evolved=evolved or REPO_ROOT / "models" / settings.family / "evolved.pt",
+            only=frozenset(only or ()),
         )
         report = build_family(req, progress=lambda msg: log.info(msg))
     except EdgeServiceError as exc:
@@ -209,3 +223,113 @@ def bench(
         )
 
     Console().print(table)
+
+
+DEFAULT_EVOLVED = REPO_ROOT / "models" / "fashion" / "evolved.pt"
+
+
+def _csv(value: str, cast: type = str) -> tuple[Any, ...]:
+    return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+
+
+def _tqdm_progress() -> Callable[[str, int, int], None]:
+    """A per-phase progress bar (shown on a terminal only)."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def update(phase: str, step: int, total: int) -> None:
+        if step == 1 or phase not in bars:
+            if phase in bars:
+                bars[phase].close()
+            bars[phase] = tqdm(total=total, desc=phase, disable=None, leave=False)
+        bars[phase].update(1)
+        if step == total:
+            bars.pop(phase).close()
+
+    return update
+
+
+@app.command()
+def evolve(
+    base_weights: Annotated[Path, typer.Option(help="trained base model")] = DEFAULT_WEIGHTS,
+    out: Annotated[Path, typer.Option(help="multi-branch weights to write")] = DEFAULT_EVOLVED,
+    branches: Annotated[str, typer.Option(help="comma list of branch operators")] = (
+        "id,p25,p50,p75,lr50,lr25,dw,m,mdw"
+    ),
+    resolutions: Annotated[str, typer.Option(help="comma list of input sizes")] = "28,24,20",
+    distill_epochs: Annotated[int, typer.Option(min=0)] = 2,
+    finetune_epochs: Annotated[int, typer.Option(min=0)] = 1,
+    train_limit: Annotated[int, typer.Option(min=0, help="train on N images (0 = all)")] = 0,
+    val_size: Annotated[int, typer.Option(min=10, help="held-out validation images")] = 5000,
+    max_kept: Annotated[int, typer.Option(min=2, max=64)] = 12,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=0, help="torch threads (0 = default)")] = 0,
+    profile_runs: Annotated[int, typer.Option(min=5)] = 200,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="resume from / save to (default: runs/evolve.ckpt)")
+    ] = None,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Grow compressed branches from the base model, train them, keep the Pareto front."""
+    setup_logging(verbose)
+    try:
+        from edge_service.data.fashion import load_split
+        from edge_service.errors import ConfigError
+        from edge_service.evolve.distill import EvolveConfig
+        from edge_service.evolve.operators import BRANCHES
+        from edge_service.evolve.run import EvolveRequest, run_evolve
+
+        names = _csv(branches)
+        unknown = sorted(set(names) - set(BRANCHES))
+        if unknown or "id" not in names:
+            raise ConfigError(
+                f"--branches must include id and come from {sorted(BRANCHES)}; unknown: {unknown}"
+            )
+        cfg = EvolveConfig(
+            branches=names,
+            resolutions=_csv(resolutions, int),
+            distill_epochs=distill_epochs,
+            finetune_epochs=finetune_epochs,
+            seed=seed,
+            train_limit=train_limit,
+            threads=threads,
+            smallest=max(names, key=list(BRANCHES).index),  # BRANCHES: large -> small
+        )
+        if not base_weights.is_file():
+            raise ConfigError(f"no base weights at {base_weights}; train them: edge-service train")
+        req = EvolveRequest(
+            base_weights=base_weights,
+            out=out,
+            train=load_split(Settings().data_dir, "train"),
+            cfg=cfg,
+            val_size=val_size,
+            max_kept=max_kept,
+            checkpoint=checkpoint or REPO_ROOT / "runs" / "evolve.ckpt",
+            profile_threads=1,
+            profile_runs=profile_runs,
+        )
+        report = run_evolve(req, progress=_tqdm_progress(), say=lambda m: log.info(m))
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    lines = [
+        f"{k.id:28s} {k.measured_ms:7.4f} ms (pred {k.predicted_ms:7.4f})  "
+        f"val top-1 {k.measured_top1:.4f} (pred {k.predicted_top1:.4f})"
+        for k in report.kept
+    ]
+    emit(
+        report.to_dict(),
+        as_json,
+        "\n".join(
+            [
+                f"wrote {out}: {len(report.kept)} kept of {report.combinations} combinations "
+                f"(front {report.front})",
+                *lines,
+                f"training {report.distill_s + report.finetune_s:.0f} s, "
+                f"search {report.search_s:.0f} s; "
+                f"prediction error: latency {report.latency_error_pct:.1f}%, "
+                f"accuracy {report.accuracy_error_pts:.2f} pts",
+            ]
+        ),
+    )

@@ -1,0 +1,175 @@
+"""Search: predict every combination from per-branch profiles, keep the Pareto front.
+
+- Latency: every branch (and the stem and head) is exported alone and timed with the
+  engine backend (ONNX Runtime, batch 1, fixed threads). A path's latency is predicted as
+  one call's overhead plus the sum of its pieces' own time, scaled by the pixel count of
+  its input resolution.
+- Accuracy: each branch's contribution is estimated as the drop it causes when it alone
+  replaces the teacher's stage (and each resolution's drop with all stages unchanged), on
+  a validation split held out of the training data; a path's accuracy is the base's minus
+  the sum of its drops.
+- Selection: the predicted Pareto front (no other path both faster and more accurate),
+  thinned to at most ``max_kept`` paths spread over the latency range (log-spaced), always
+  keeping the fastest and the most accurate.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_service.build.export import export_onnx
+from edge_service.data.fashion import Split
+from edge_service.data.preprocess import InputSpec, preprocess
+from edge_service.evolve.supernet import MultiBranchNet
+from edge_service.profile.latency import measure_latency
+from edge_service.runtime.ort_engine import OrtEngine
+from edge_service.variants import IDENTITY, VariantSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BranchProfiles:
+    """What the search predicts from (milliseconds, accuracy fractions)."""
+
+    overhead_ms: float
+    stem_ms: float
+    head_ms: float
+    branch_ms: dict[tuple[int, str], float]
+    base_accuracy: float
+    branch_drop: dict[tuple[int, str], float]
+    resolution_drop: dict[int, float]
+    native: int
+
+
+@dataclass(frozen=True)
+class Prediction:
+    spec: VariantSpec
+    latency_ms: float
+    accuracy: float
+
+
+def accuracy(net: nn.Module, split: Split, spec: InputSpec, batch: int = 500) -> float:
+    """Top-1 of ``net`` (in its current routing) on ``split``."""
+    net.eval()
+    correct = 0
+    with torch.inference_mode():
+        for s in range(0, len(split), batch):
+            x = torch.from_numpy(preprocess(split.images[s : s + batch], spec))
+            correct += int((net(x).argmax(1).numpy() == split.labels[s : s + batch]).sum())
+    return correct / max(len(split), 1)
+
+
+def at_size(spec: InputSpec, size: int) -> InputSpec:
+    """The same normalisation at another input resolution."""
+    return InputSpec(spec.name, size, spec.mean, spec.std)
+
+
+def accuracy_drops(
+    net: MultiBranchNet, val: Split, spec: InputSpec, resolutions: Sequence[int]
+) -> tuple[float, dict[tuple[int, str], float], dict[int, float]]:
+    """Base accuracy, each branch's drop alone, each resolution's drop alone."""
+    base_path = (IDENTITY,) * net.num_stages
+    net.set_active(base_path)
+    base = accuracy(net, val, spec)
+    drops: dict[tuple[int, str], float] = {}
+    for s in range(net.num_stages):
+        for b in net.branches:
+            if b == IDENTITY:
+                drops[(s, b)] = 0.0
+                continue
+            path = list(base_path)
+            path[s] = b
+            net.set_active(path)
+            drops[(s, b)] = base - accuracy(net, val, spec)
+    net.set_active(base_path)
+    res_drop = {
+        r: base - accuracy(net, val, at_size(spec, r)) if r != spec.size else 0.0
+        for r in resolutions
+    }
+    return base, drops, res_drop
+
+
+def module_latency_ms(module: nn.Module, shape: tuple[int, ...], threads: int, runs: int) -> float:
+    """p50 batch-1 latency of ``module`` alone, exported and run on ONNX Runtime."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        export_onnx(module.eval(), path, shape[-1], shape[1], dynamic_batch=False)
+        with OrtEngine(path, variant_id="probe", precision="fp32", threads=threads) as eng:
+            return measure_latency(eng, 1, warmup=20, runs=runs)["p50_ms"]
+
+
+def _feature_shapes(net: MultiBranchNet, native: int) -> list[tuple[int, ...]]:
+    """The input shape of the stem, each stage and the head at the native resolution."""
+    shapes: list[tuple[int, ...]] = [(1, net.config.in_channels, native, native)]
+    x = torch.zeros(shapes[0])
+    with torch.no_grad():
+        out = net.stem(x)
+        for s in range(net.num_stages):
+            shapes.append(tuple(out.shape))
+            out = net.branch(s, IDENTITY)(out)
+    shapes.append(tuple(out.shape))
+    return shapes
+
+
+def latency_profiles(
+    net: MultiBranchNet,
+    native: int,
+    threads: int = 1,
+    runs: int = 200,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[float, float, float, dict[tuple[int, str], float]]:
+    """Per-call overhead, stem, head and every branch's own latency (ms)."""
+    shapes = _feature_shapes(net, native)
+    overhead = module_latency_ms(nn.Identity(), (1, 1, 4, 4), threads, runs)
+    stem = module_latency_ms(net.stem, shapes[0], threads, runs) - overhead
+    head = module_latency_ms(net.head, shapes[-1], threads, runs) - overhead
+    branch: dict[tuple[int, str], float] = {}
+    for s in range(net.num_stages):
+        for b in net.branches:
+            ms = module_latency_ms(net.branch(s, b), shapes[s + 1], threads, runs)
+            branch[(s, b)] = max(ms - overhead, 0.0)
+            if progress:
+                progress(f"stage {s + 1} branch {b}: {branch[(s, b)]:.4f} ms")
+    return overhead, max(stem, 0.0), max(head, 0.0), branch
+
+
+def predict(p: BranchProfiles, spec: VariantSpec) -> Prediction:
+    """Predicted latency and accuracy of one path."""
+    scale = (spec.input_size / p.native) ** 2
+    compute = p.stem_ms + p.head_ms + sum(p.branch_ms[(s, b)] for s, b in enumerate(spec.stages))
+    drop = sum(p.branch_drop[(s, b)] for s, b in enumerate(spec.stages))
+    drop += p.resolution_drop[spec.input_size]
+    return Prediction(spec, p.overhead_ms + compute * scale, p.base_accuracy - drop)
+
+
+def pareto_front(preds: Sequence[Prediction]) -> list[Prediction]:
+    """Predictions no other is both faster-or-equal and more accurate than, fastest first."""
+    front: list[Prediction] = []
+    for pred in sorted(preds, key=lambda q: (q.latency_ms, -q.accuracy)):
+        if not front or pred.accuracy > front[-1].accuracy:
+            front.append(pred)
+    return front
+
+
+def thin(front: Sequence[Prediction], max_kept: int) -> list[Prediction]:
+    """At most ``max_kept`` front points, log-spaced in latency, ends always kept."""
+    if len(front) <= max_kept:
+        return list(front)
+    lo, hi = math.log(front[0].latency_ms), math.log(front[-1].latency_ms)
+    targets = np.linspace(lo, hi, max_kept)
+    kept: list[Prediction] = []
+    for target in targets:
+        best = min(front, key=lambda q: abs(math.log(q.latency_ms) - target))
+        if best not in kept:
+            kept.append(best)
+    return sorted(kept, key=lambda q: q.latency_ms)

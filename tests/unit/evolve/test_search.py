@@ -1,0 +1,77 @@
+"""Search: prediction from branch profiles, the Pareto front, and thinning."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+pytest.importorskip("torch")
+
+from edge_service.evolve.search import (
+    BranchProfiles,
+    Prediction,
+    pareto_front,
+    predict,
+    thin,
+)
+from edge_service.variants import VariantSpec
+
+PROFILES = BranchProfiles(
+    overhead_ms=0.01,
+    stem_ms=0.02,
+    head_ms=0.01,
+    branch_ms={(s, b): ms for s in range(2) for b, ms in {"id": 0.1, "dw": 0.02}.items()},
+    base_accuracy=0.9,
+    branch_drop={(s, b): d for s in range(2) for b, d in {"id": 0.0, "dw": 0.03}.items()},
+    resolution_drop={28: 0.0, 20: 0.02},
+    native=28,
+)
+
+
+def _spec(stages, res=28):
+    return VariantSpec(tuple(stages), "fp32", res, 28, "evolve")
+
+
+def test_predict_sums_pieces_and_scales_by_pixels_when_resolution_is_lower() -> None:
+    p = predict(PROFILES, _spec(("dw", "id"), 20))
+    compute = 0.02 + 0.01 + 0.02 + 0.1
+    assert p.latency_ms == pytest.approx(0.01 + compute * (20 / 28) ** 2)
+    assert p.accuracy == pytest.approx(0.9 - 0.03 - 0.02)
+
+
+def test_base_prediction_is_base_accuracy_when_nothing_changes() -> None:
+    assert predict(PROFILES, _spec(("id", "id"))).accuracy == pytest.approx(0.9)
+
+
+def _pred(ms: float, acc: float) -> Prediction:
+    return Prediction(_spec(("id", "id")), ms, acc)
+
+
+def test_front_drops_dominated_points_when_slower_and_less_accurate() -> None:
+    preds = [_pred(1, 0.5), _pred(2, 0.4), _pred(2, 0.7), _pred(3, 0.7), _pred(4, 0.9)]
+    front = pareto_front(preds)
+    assert [(p.latency_ms, p.accuracy) for p in front] == [(1, 0.5), (2, 0.7), (4, 0.9)]
+
+
+def test_front_is_monotone_when_built_from_every_combination() -> None:
+    specs = [_spec(c, r) for c in itertools.product(("id", "dw"), repeat=2) for r in (28, 20)]
+    front = pareto_front([predict(PROFILES, s) for s in specs])
+    lat = [p.latency_ms for p in front]
+    acc = [p.accuracy for p in front]
+    assert lat == sorted(lat) and acc == sorted(acc)
+    assert len(set(acc)) == len(acc)
+
+
+def test_thin_keeps_ends_and_at_most_max_when_front_is_long() -> None:
+    front = [_pred(1.1**i, 0.5 + i * 0.01) for i in range(40)]
+    kept = thin(front, 12)
+    assert len(kept) <= 12
+    assert kept[0] == front[0] and kept[-1] == front[-1]
+    ratios = [b.latency_ms / a.latency_ms for a, b in itertools.pairwise(kept)]
+    assert max(ratios) < 1.6
+
+
+def test_thin_returns_front_unchanged_when_short() -> None:
+    front = [_pred(1, 0.5), _pred(2, 0.6)]
+    assert thin(front, 12) == front
