@@ -27,6 +27,7 @@ def atomic_write_with(path: Path, writer: Callable[[Path], object]) -> None:
     tmp = Path(name)
     try:
         writer(tmp)
+        tmp.chmod(0o644)  # mkstemp makes 0600; artifacts are read by the service's user
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
         tmp.replace(path)

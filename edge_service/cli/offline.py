@@ -263,6 +263,9 @@ def evolve(
     train_limit: Annotated[int, typer.Option(min=0, help="train on N images (0 = all)")] = 0,
     val_size: Annotated[int, typer.Option(min=10, help="held-out validation images")] = 5000,
     max_kept: Annotated[int, typer.Option(min=2, max=64)] = 12,
+    max_loss: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="keep paths within this top-1 of the base")
+    ] = 0.04,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0 = default)")] = 0,
     profile_runs: Annotated[int, typer.Option(min=5)] = 200,
@@ -306,6 +309,7 @@ def evolve(
             cfg=cfg,
             val_size=val_size,
             max_kept=max_kept,
+            max_loss=max_loss,
             checkpoint=checkpoint or REPO_ROOT / "runs" / "evolve.ckpt",
             profile_threads=1,
             profile_runs=profile_runs,

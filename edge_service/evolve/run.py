@@ -48,6 +48,7 @@ class EvolveRequest:
     cfg: EvolveConfig = field(default_factory=EvolveConfig)
     val_size: int = 5000
     max_kept: int = 12
+    max_loss: float = 0.04  # keep only paths predicted within this of the base's accuracy
     checkpoint: Path | None = None
     profile_threads: int = 1
     profile_runs: int = 200
@@ -126,7 +127,7 @@ def run_evolve(
     )
     profiles = BranchProfiles(overhead, stem, head, branch, base_acc, drops, res_drop, spec.size)
     preds = [predict(profiles, s) for s in net.specs(cfg.resolutions)]
-    front = pareto_front(preds)
+    front = [p for p in pareto_front(preds) if p.accuracy >= base_acc - req.max_loss]
     kept = _keep_base(thin(front, req.max_kept), preds, spec.size)
     say(f"{len(preds)} combinations, {len(front)} on the predicted front, keeping {len(kept)}")
     measured = [_measure(net, p, val, spec, req) for p in kept]

@@ -9,6 +9,7 @@
   a validation split held out of the training data; a path's accuracy is the base's minus
   the sum of its drops.
 - Selection: the predicted Pareto front (no other path both faster and more accurate),
+  less the paths predicted to lose more than the allowed accuracy (4 points by default),
   thinned to at most ``max_kept`` paths spread over the latency range (log-spaced), always
   keeping the fastest and the most accurate.
 """

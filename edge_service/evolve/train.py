@@ -96,9 +96,23 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    model = StagedCNN(cfg.model)
+    return model, fit(model, cfg, train_split, test_split, spec, on_epoch)
+
+
+def fit(
+    model: nn.Module,
+    cfg: TrainConfig,
+    train_split: Split,
+    eval_split: Split,
+    spec: InputSpec,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    target: float | None = None,
+) -> TrainResult:
+    """Train ``model`` with the base recipe; stop early once top-1 on ``eval_split`` reaches
+    ``target`` (if given). ``train_seconds`` in the history excludes evaluation time."""
     rng = np.random.default_rng(cfg.seed)
     data = train_split.subset(cfg.train_limit, cfg.seed) if cfg.train_limit else train_split
-    model = StagedCNN(cfg.model)
     steps_per_epoch = math.ceil(len(data) / cfg.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -106,28 +120,32 @@ def train(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     history: list[dict[str, float]] = []
-    started = time.perf_counter()
+    started, train_s = time.perf_counter(), 0.0
     for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
         loss = _train_epoch(model, data, spec, cfg, rng, opt, sched, loss_fn)
-        acc = evaluate(model, test_split, spec)
+        train_s += time.perf_counter() - t0
+        acc = evaluate(model, eval_split, spec)
         row = {
             "epoch": float(epoch),
             "loss": loss,
             "test_top1": acc,
             "seconds": time.perf_counter() - started,
+            "train_seconds": train_s,
         }
         history.append(row)
-        log.info("epoch %d/%d loss %.4f test top-1 %.4f", epoch, cfg.epochs, loss, acc)
+        log.info("epoch %d/%d loss %.4f top-1 %.4f", epoch, cfg.epochs, loss, acc)
         if on_epoch:
             on_epoch(epoch, row)
-    result = TrainResult(
+        if target is not None and acc >= target:
+            break
+    return TrainResult(
         test_top1=history[-1]["test_top1"] if history else 0.0,
-        epochs=cfg.epochs,
+        epochs=len(history),
         seconds=time.perf_counter() - started,
         params=count_params(model),
         history=history,
     )
-    return model, result
 
 
 def _train_epoch(

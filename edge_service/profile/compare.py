@@ -40,14 +40,25 @@ def compare_variants(
     runs: int = 200,
 ) -> Comparison:
     """Measure every variant in ``rounds`` interleaved rounds of ``runs`` calls each."""
-    engines = [
-        OrtEngine(
-            verified_artifact_path(family_dir, v.artifact),
-            variant_id=v.id,
-            precision=v.precision,
-            threads=threads,
-        )
+    items = [
+        (v.id, verified_artifact_path(family_dir, v.artifact), v.precision)
         for v in catalog.variants
+    ]
+    return compare_engines(items, batch=batch, threads=threads, rounds=rounds, runs=runs)
+
+
+def compare_engines(
+    items: list[tuple[str, Path, str]],
+    *,
+    batch: int = 1,
+    threads: int = 0,
+    rounds: int = 5,
+    runs: int = 200,
+) -> Comparison:
+    """Like :func:`compare_variants`, for any (name, ONNX path, precision) list."""
+    engines = [
+        OrtEngine(path, variant_id=name, precision=precision, threads=threads)
+        for name, path, precision in items
     ]
     p50: dict[str, list[float]] = {e.variant_id: [] for e in engines}
     p99: dict[str, list[float]] = {e.variant_id: [] for e in engines}
