@@ -82,6 +82,7 @@ def train(
             "torch": str(__import__("torch").__version__),
         }
         save_weights(out, model, spec, meta)
+        _write_sidecar(out, {**meta, "history": result.history})
     except EdgeServiceError as exc:
         raise fail(exc) from exc
     summary = {"weights": str(out), **meta, "history": result.history}
@@ -225,6 +226,16 @@ def bench(
     Console().print(table)
 
 
+def _write_sidecar(weights: Path, summary: dict[str, Any]) -> None:
+    """A human-readable JSON summary beside a weights file (``base.pt`` -> ``base.json``)."""
+    import json
+
+    from edge_service.fsutil import atomic_write_text, sha256_file
+
+    summary = {**summary, "sha256": sha256_file(weights)}
+    atomic_write_text(weights.with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
+
+
 DEFAULT_EVOLVED = REPO_ROOT / "models" / "fashion" / "evolved.pt"
 
 
@@ -315,6 +326,9 @@ def evolve(
             profile_runs=profile_runs,
         )
         report = run_evolve(req, progress=_tqdm_progress(), say=lambda m: log.info(m))
+        _write_sidecar(
+            out, {"command": "edge-service " + " ".join(sys.argv[1:]), **report.to_dict()}
+        )
     except EdgeServiceError as exc:
         raise fail(exc) from exc
     lines = [
