@@ -95,6 +95,15 @@ class Profile(_Model):
         return stats.p50_ms if stats else None
 
 
+class Calibration(_Model):
+    """How an INT8 engine was calibrated, and why that method was chosen."""
+
+    method: Literal["minmax", "entropy", "percentile"]
+    drop_by_method: dict[str, float]  # FP32 top-1 minus INT8 top-1, per method tried
+    examples: int = Field(ge=0)  # images the drops were measured on
+    data_sha256: str  # hash of the calibration images
+
+
 class Variant(_Model):
     """A variant in the catalog: spec, engine artifact, accuracy, profiles."""
 
@@ -103,6 +112,7 @@ class Variant(_Model):
     backend: Literal["onnxruntime", "tensorrt"]
     artifact: Artifact
     accuracy: Accuracy | None = None
+    calibration: Calibration | None = None  # INT8 engines only
     # device -> power mode -> profile
     profiles: dict[str, dict[str, Profile]] = Field(default_factory=dict)
 

@@ -8,7 +8,9 @@ so the activations calibrated on are the ones served. Quantization is symmetric 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 
 from edge_service.data.preprocess import InputSpec, decode_image, preprocess
 from edge_service.errors import BuildError
-from edge_service.fsutil import atomic_write_with
+from edge_service.fsutil import atomic_write_with, sha256_file
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -63,15 +65,52 @@ class _Reader:
         return next(self._feeds, None)
 
 
-def quantize_int8(fp32: Path, out: Path, files: list[Path], spec: InputSpec) -> Path:
-    """Static symmetric INT8 Q/DQ quantization of ``fp32`` calibrated on ``files``."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+PERCENTILE = 99.999
+
+
+def calibration_cache_path(cache_dir: Path, fp32: Path, data_hash: str, method: str) -> Path:
+    """Where the tensor ranges of (model, calibration data, method) are cached."""
+    return cache_dir / f"{sha256_file(fp32)[:16]}-{data_hash[:16]}-{method}.json"
+
+
+def quantize_int8(
+    fp32: Path,
+    out: Path,
+    files: list[Path],
+    spec: InputSpec,
+    method: str = "minmax",
+    cache_dir: Path | None = None,
+) -> Path:
+    """Static symmetric INT8 Q/DQ quantization of ``fp32`` calibrated on ``files``.
+
+    ``method`` is ``minmax``, ``entropy`` (KL divergence) or ``percentile``
+    (99.999th). With ``cache_dir`` the tensor ranges are cached under a key of model
+    hash + calibration data hash + method, and a later build with the same three reads
+    them instead of running calibration again.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    ort_method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }.get(method)
+    if ort_method is None:
+        raise BuildError(f"calibration method {method!r} is not one of {METHODS}")
+    cache = None
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache = calibration_cache_path(cache_dir, fp32, calibration_hash(files), method)
+    options = {"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": PERCENTILE}
+
+    # ORT writes its cache in place: let it write a partial file, renamed once complete,
+    # so a build killed mid-write never leaves a cache that a later build would trust.
+    partial = cache.with_name(cache.name + ".partial") if cache else None
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+    use = cache if cache is not None and cache.exists() else partial
 
     def write(tmp: Path) -> None:
         prepped = tmp.with_suffix(".pre.onnx")
@@ -80,22 +119,28 @@ def quantize_int8(fp32: Path, out: Path, files: list[Path], spec: InputSpec) -> 
             quantize_static(
                 str(prepped),
                 str(tmp),
-                _Reader(calibration_batches(files, spec)),  # type: ignore[arg-type]
+                # one image per feed: the histogram calibrators need equal-shaped batches
+                _Reader(calibration_batches(files, spec, batch=1)),  # type: ignore[arg-type]
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                calibrate_method=ort_method,
+                extra_options=options,
+                calibration_cache_path=use,
             )
         finally:
             prepped.unlink(missing_ok=True)
+        if use is not None and use == partial and partial.exists() and cache is not None:
+            partial.replace(cache)
 
     try:
-        atomic_write_with(out, write)
+        with contextlib.redirect_stdout(io.StringIO()) as chatter:  # ORT's calibrators print
+            atomic_write_with(out, write)
     except Exception as exc:
-        raise BuildError(f"INT8 quantization of {fp32} failed: {exc}") from exc
-    log.info("quantized %s -> %s on %d calibration images", fp32.name, out.name, len(files))
+        raise BuildError(f"INT8 quantization ({method}) of {fp32} failed: {exc}") from exc
+    log.debug("calibrator said: %s", chatter.getvalue().strip())
+    log.debug("quantized %s -> %s (%s) on %d images", fp32.name, out.name, method, len(files))
     return out
 
 

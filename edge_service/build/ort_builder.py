@@ -21,7 +21,12 @@ from typing import Any
 import onnxruntime as ort
 
 import edge_service
-from edge_service.build.calibration import calibration_hash, calibration_images, quantize_int8
+from edge_service.build.calibration import (
+    METHODS,
+    calibration_hash,
+    calibration_images,
+    quantize_int8,
+)
 from edge_service.data.fashion import LABELS, Split
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import BuildError, CatalogError
@@ -31,6 +36,7 @@ from edge_service.profile.accuracy import engine_accuracy
 from edge_service.profile.latency import measure_latency
 from edge_service.repository import (
     Accuracy,
+    Calibration,
     Catalog,
     InputInfo,
     LatencyStats,
@@ -63,6 +69,9 @@ class BuildRequest:
     force: bool = False
     evolved: Path | None = None  # multi-branch weights: build their kept variants
     only: frozenset[str] = frozenset()  # build only these networks (ids without precision)
+    calibration_methods: tuple[str, ...] = METHODS
+    selection_split: Split | None = None  # where calibration methods are compared
+    calibration_cache: Path | None = None  # tensor ranges keyed by model + data + method
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,8 @@ def build_key(req: BuildRequest) -> str:
         "weights": sha256_file(req.weights),
         "evolved": sha256_file(evolved) if evolved else None,
         "only": sorted(req.only),
+        "calibration_methods": list(req.calibration_methods),
+        "selection_examples": len(req.selection_split) if req.selection_split else 0,
         "calibration": calibration_hash(calibration_images(req.calibration_dir)),
         "precisions": sorted(req.precisions),
         "opset": OPSET,
@@ -147,9 +158,19 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
         progress(f"[{i}/{len(nets)}] {vspec.family_key}: export, calibrate, measure")
         paths = {"fp32": export_onnx(module, out_dir / "fp32.onnx", vspec.input_size)}
         if "int8" in req.precisions:
-            paths["int8"] = quantize_int8(paths["fp32"], out_dir / "int8.onnx", files, vin)
+            paths["int8"], calib = choose_int8(req, paths["fp32"], out_dir, files, vin)
+            drops = ", ".join(f"{k} {v * 100:+.2f}" for k, v in calib.drop_by_method.items())
+            progress(f"  int8 calibration: {calib.method} (top-1 drops, pts: {drops})")
         variants += [
-            _measure(req, vspec.with_precision(p), paths[p], vin, progress) for p in req.precisions
+            _measure(
+                req,
+                vspec.with_precision(p),
+                paths[p],
+                vin,
+                progress,
+                calib if p == "int8" else None,
+            )
+            for p in req.precisions
         ]
     catalog = Catalog(
         schema_version=1,
@@ -173,8 +194,55 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
     return BuildReport(path, tuple(v.id for v in variants), False, accuracy)
 
 
+def choose_int8(
+    req: BuildRequest, fp32: Path, out_dir: Path, files: list[Path], spec: InputSpec
+) -> tuple[Path, Calibration]:
+    """Quantize with every calibration method, keep the one whose top-1 drops least.
+
+    Drops are measured on ``req.selection_split`` (held out of the test split, so the
+    choice does not peek at the figures the catalog reports); ties go to the earlier
+    method in ``req.calibration_methods``.
+    """
+    sel = req.selection_split
+    base = (
+        _top1(fp32, "fp32", sel, spec)
+        if sel is not None and len(req.calibration_methods) > 1
+        else 0.0
+    )
+    drops: dict[str, float] = {}
+    for method in req.calibration_methods:
+        path = quantize_int8(
+            fp32, out_dir / f"int8.{method}.onnx", files, spec, method, req.calibration_cache
+        )
+        drops[method] = base - _top1(path, "int8", sel, spec) if base else 0.0
+    best = min(req.calibration_methods, key=lambda m: drops[m])
+    chosen = out_dir / "int8.onnx"
+    (out_dir / f"int8.{best}.onnx").replace(chosen)
+    for method in req.calibration_methods:
+        (out_dir / f"int8.{method}.onnx").unlink(missing_ok=True)
+    calib = Calibration(
+        method=best,
+        drop_by_method=drops,  # type: ignore[arg-type]
+        examples=len(sel) if sel is not None and base else 0,
+        data_sha256=calibration_hash(files),
+    )
+    return chosen, calib
+
+
+def _top1(path: Path, precision: str, split: Split | None, spec: InputSpec) -> float:
+    if split is None:
+        return 0.0
+    with OrtEngine(path, variant_id=path.stem, precision=precision, threads=1) as engine:
+        return engine_accuracy(engine, split, spec)
+
+
 def _measure(
-    req: BuildRequest, vspec: VariantSpec, path: Path, spec: InputSpec, progress: Progress
+    req: BuildRequest,
+    vspec: VariantSpec,
+    path: Path,
+    spec: InputSpec,
+    progress: Progress,
+    calibration: Calibration | None = None,
 ) -> Variant:
     progress(f"measuring {vspec.id}: accuracy on {len(req.test_split)} test images, latency")
     with OrtEngine(
@@ -199,5 +267,6 @@ def _measure(
         backend="onnxruntime",
         artifact=make_artifact(req.family_dir, path),
         accuracy=Accuracy(top1=top1, examples=len(req.test_split), split="test"),
+        calibration=calibration,
         profiles={device_name(): {DEFAULT_POWER_MODE: profile}},
     )

@@ -113,6 +113,13 @@ def build(
     only: Annotated[
         list[str] | None, typer.Option(help="build only these networks, e.g. base (repeatable)")
     ] = None,
+    calibration_method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="minmax, entropy, percentile (repeatable; default: try all, keep "
+            "the one whose INT8 top-1 drops least)"
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -135,7 +142,15 @@ def build(
             raise BuildError(f"precision {bad} cannot be built with ONNX Runtime; use fp32, int8")
         if not weights.is_file():
             raise BuildError(f"no weights at {weights}; train them: edge-service train")
+        from edge_service.build.calibration import METHODS
+        from edge_service.data.fashion import Split
+
+        methods = tuple(calibration_method or METHODS)
+        if set(methods) - set(METHODS):
+            raise BuildError(f"--calibration-method takes {', '.join(METHODS)}; got {methods}")
         test = load_split(settings.data_dir, "test")
+        train = load_split(settings.data_dir, "train")
+        selection = Split(train.images[-2000:], train.labels[-2000:])
         req = BuildRequest(
             family_dir=settings.family_dir,
             weights=weights,
@@ -146,6 +161,9 @@ def build(
             force=force,
             evolved=evolved or REPO_ROOT / "models" / settings.family / "evolved.pt",
             only=frozenset(only or ()),
+            calibration_methods=methods,
+            selection_split=selection,
+            calibration_cache=REPO_ROOT / "calibration" / "cache",
         )
         report = build_family(req, progress=lambda msg: log.info(msg))
     except EdgeServiceError as exc:

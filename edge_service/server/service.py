@@ -44,6 +44,21 @@ class Service:
         variant = self.catalog.variant(variant_id)
         return self.catalog.input.spec(variant.variant_spec.input_size)
 
+    def warm_up(self) -> None:
+        """One request's path end to end (PNG decode, preprocess, engine), so the first
+        real request does not pay for lazy imports and allocations."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from edge_service.data.preprocess import decode_image, preprocess
+
+        buf = io.BytesIO()
+        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, "PNG")
+        with self.pool.lease() as (variant_id, engine):
+            engine.infer(preprocess(decode_image(buf.getvalue()), self.input_spec(variant_id)))
+
     def close(self) -> None:
         self.loop.stop()
         self.pool.close()
@@ -101,4 +116,7 @@ def start_service(settings: Settings, source: MonitorSource | None = None) -> Se
     log.info(
         "serving family %s from %s; active %s", catalog.family, settings.family_dir, pool.active_id
     )
-    return Service(settings, catalog, pool, loop, events, src, device, time.time())
+    service = Service(settings, catalog, pool, loop, events, src, device, time.time())
+    if pool.ready:
+        service.warm_up()
+    return service
