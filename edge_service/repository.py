@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_service.data.pipeline import Preprocess
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import CatalogError, NotFoundError
 from edge_service.fsutil import atomic_write_text, sha256_file
@@ -35,14 +36,38 @@ class InputInfo(_Model):
     name: str = "input"
     shape: list[int | str]
     layout: Literal["NCHW"] = "NCHW"
-    color: Literal["gray"] = "gray"
-    mean: float
-    std: float = Field(gt=0)
+    color: Literal["gray", "rgb"] = "gray"
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    mean: float | list[float]
+    std: float | list[float]
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, value: float | list[float]) -> float | list[float]:
+        if min(value if isinstance(value, list) else [value]) <= 0:
+            raise ValueError("must be > 0")
+        return value
 
     def spec(self, size: int | None = None) -> InputSpec:
-        """The preprocessing spec for this input (at ``size`` if the variant resizes)."""
-        native = int(self.shape[-1])
-        return InputSpec(name=self.name, size=size or native, mean=self.mean, std=self.std)
+        """The grayscale training/eval spec (default family) at ``size``."""
+        mean = self.mean if isinstance(self.mean, float) else self.mean[0]
+        std = self.std if isinstance(self.std, float) else self.std[0]
+        return InputSpec(name=self.name, size=size or int(self.shape[-1]), mean=mean, std=std)
+
+    def preprocess(self, size: int | None = None) -> Preprocess:
+        """How a request becomes this input (at ``size`` if the variant resizes)."""
+        return Preprocess(
+            self.color,
+            self.resize,
+            size or int(self.shape[-1]),
+            _as_tuple(self.mean),
+            _as_tuple(self.std),
+            self.name,
+        )
+
+
+def _as_tuple(value: float | list[float]) -> tuple[float, ...]:
+    return tuple(value) if isinstance(value, list) else (value,)
 
 
 class Artifact(_Model):

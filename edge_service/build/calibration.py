@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_service.data.preprocess import InputSpec, decode_image, preprocess
+from edge_service.data.pipeline import Preprocess
+from edge_service.data.preprocess import InputSpec
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
 
@@ -45,14 +46,13 @@ def calibration_hash(files: list[Path]) -> str:
 
 
 def calibration_batches(
-    files: list[Path], spec: InputSpec, batch: int = 32
+    files: list[Path], spec: InputSpec | Preprocess, batch: int = 32
 ) -> Iterator[dict[str, np.ndarray]]:
     """``{input_name: batch}`` dicts over the images, preprocessed as served."""
+    prep = spec if isinstance(spec, Preprocess) else Preprocess.from_spec(spec)
     for start in range(0, len(files), batch):
-        arrays = [
-            preprocess(decode_image(p.read_bytes()), spec) for p in files[start : start + batch]
-        ]
-        yield {spec.name: np.concatenate(arrays)}
+        arrays = [prep.from_bytes(p.read_bytes()) for p in files[start : start + batch]]
+        yield {prep.name: np.concatenate(arrays)}
 
 
 class _Reader:
@@ -78,7 +78,7 @@ def quantize_int8(
     fp32: Path,
     out: Path,
     files: list[Path],
-    spec: InputSpec,
+    spec: InputSpec | Preprocess,
     method: str = "minmax",
     cache_dir: Path | None = None,
 ) -> Path:

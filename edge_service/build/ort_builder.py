@@ -72,6 +72,7 @@ class BuildRequest:
     calibration_methods: tuple[str, ...] = METHODS
     selection_split: Split | None = None  # where calibration methods are compared
     calibration_cache: Path | None = None  # tensor ranges keyed by model + data + method
+    tensorrt: str | None = None  # the TensorRT target to add engines for (None: ORT only)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def build_key(req: BuildRequest) -> str:
         "only": sorted(req.only),
         "calibration_methods": list(req.calibration_methods),
         "selection_examples": len(req.selection_split) if req.selection_split else 0,
+        "tensorrt": req.tensorrt,
         "calibration": calibration_hash(calibration_images(req.calibration_dir)),
         "precisions": sorted(req.precisions),
         "opset": OPSET,
@@ -106,12 +108,12 @@ def build_key(req: BuildRequest) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def is_up_to_date(req: BuildRequest, key: str) -> bool:
+def is_current(family_dir: Path, key: str) -> bool:
     """True when the catalog was built under ``key`` and every artifact verifies."""
     try:
-        catalog = load_catalog(req.family_dir)
+        catalog = load_catalog(family_dir)
         for variant in catalog.variants:
-            verified_artifact_path(req.family_dir, variant.artifact)
+            verified_artifact_path(family_dir, variant.artifact)
     except CatalogError:
         return False
     return catalog.build.get("key") == key
@@ -146,7 +148,7 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
     from edge_service.build.export import export_onnx
 
     key = build_key(req)
-    if not req.force and is_up_to_date(req, key):
+    if not req.force and is_current(req.family_dir, key):
         progress(f"{req.family_dir}: up to date (build key {key[:12]}), nothing to build")
         return BuildReport(req.family_dir / "catalog.json", (), True, {})
     spec, nets, meta = _networks(req)
@@ -188,10 +190,14 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
             "edge_service": edge_service.__version__,
         },
     )
+    if req.tensorrt:
+        from edge_service.build.trt_family import build_tensorrt
+
+        catalog = build_tensorrt(catalog, req.family_dir, progress, test_split=req.test_split)
     path = save_catalog(req.family_dir, catalog)
-    progress(f"wrote {path} with {len(variants)} variants")
-    accuracy = {v.id: v.accuracy.top1 for v in variants if v.accuracy}
-    return BuildReport(path, tuple(v.id for v in variants), False, accuracy)
+    progress(f"wrote {path} with {len(catalog.variants)} variants")
+    accuracy = {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
+    return BuildReport(path, tuple(v.id for v in catalog.variants), False, accuracy)
 
 
 def choose_int8(

@@ -6,7 +6,7 @@ is instant and works without the ``train`` extra.
 
 from __future__ import annotations
 
-from edge_service.cli import offline, online  # noqa: F401  (registers the verbs)
+from edge_service.cli import build_cmd, offline, online  # noqa: F401  (registers the verbs)
 from edge_service.cli._common import app
 
 

@@ -63,7 +63,9 @@ def err_console() -> Console:
 
 
 def fail(exc: EdgeServiceError) -> typer.Exit:
-    err_console().print(f"[red]error:[/red] {exc.message}")
+    from rich.markup import escape
+
+    err_console().print(f"[red]error:[/red] {escape(exc.message)}")
     return typer.Exit(code=2)
 
 

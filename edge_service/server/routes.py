@@ -6,15 +6,17 @@ import time
 from dataclasses import asdict
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from edge_service.data.preprocess import decode_image, preprocess
 from edge_service.errors import NotReadyError, PayloadTooLargeError, UnsupportedMediaError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
+from edge_service.runtime.detection import decode_detections
 from edge_service.runtime.postprocess import top_k
 from edge_service.server.schemas import (
+    DetectionOut,
     ErrorResponse,
     InferResponse,
     PredictionOut,
@@ -71,20 +73,35 @@ async def infer(
     started = time.perf_counter()
     settings = service.settings
     body = await read_body(request, settings.max_body_bytes)
-    gray = decode_image(body, width=width, height=height, max_pixels=settings.max_image_pixels)
-    return await run_in_threadpool(_infer_sync, service, gray, k or settings.top_k, started)
+    image = service.preprocess().decode(
+        body, width=width, height=height, max_pixels=settings.max_image_pixels
+    )
+    return await run_in_threadpool(_infer_sync, service, image, k or settings.top_k, started)
 
 
-def _infer_sync(service: Service, gray, k: int, started: float) -> InferResponse:  # type: ignore[no-untyped-def]
+def _infer_sync(service: Service, image: np.ndarray, k: int, started: float) -> InferResponse:
     with service.pool.lease() as (variant_id, engine):
-        batch = preprocess(gray, service.input_spec(variant_id))
+        batch, geometry = service.preprocess(variant_id).to_batch(image)
         decoded = time.perf_counter()
-        logits = engine.infer(batch)
+        output = engine.infer(batch)
         ran = time.perf_counter()
         info = engine.info()
-    preds = top_k(logits, service.catalog.labels, k)[0]
+    labels = service.catalog.labels
+    predictions, detections = [], None
+    if service.catalog.task == "detection":
+        found = decode_detections(output, labels, max_detections=k, letterbox=geometry)
+        detections = [
+            DetectionOut(label=d.label, index=d.index, score=d.score, box=list(d.box))
+            for d in found
+        ]
+    else:
+        predictions = [
+            PredictionOut(label=p.label, index=p.index, score=p.score)
+            for p in top_k(output, labels, k)[0]
+        ]
     return InferResponse(
-        predictions=[PredictionOut(label=p.label, index=p.index, score=p.score) for p in preds],
+        predictions=predictions,
+        detections=detections,
         variant=variant_id,
         precision=info.precision,
         backend=info.backend,

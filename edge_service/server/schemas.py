@@ -13,6 +13,13 @@ class PredictionOut(BaseModel):
     score: float = Field(description="softmax probability")
 
 
+class DetectionOut(BaseModel):
+    label: str
+    index: int
+    score: float
+    box: list[float] = Field(description="x1, y1, x2, y2 in the posted image's pixels")
+
+
 class TimingsOut(BaseModel):
     decode_ms: float = Field(description="decode + preprocess")
     engine_ms: float = Field(description="engine.infer alone")
@@ -20,7 +27,8 @@ class TimingsOut(BaseModel):
 
 
 class InferResponse(BaseModel):
-    predictions: list[PredictionOut]
+    predictions: list[PredictionOut] = Field(description="classification: top-k classes")
+    detections: list[DetectionOut] | None = Field(None, description="detection families only")
     variant: str
     precision: str
     backend: str

@@ -14,7 +14,7 @@ from edge_service.config import Settings
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
-from edge_service.data.preprocess import InputSpec
+from edge_service.data.pipeline import Preprocess
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
@@ -39,10 +39,13 @@ class Service:
     device: str
     started_at: float
 
-    def input_spec(self, variant_id: str) -> InputSpec:
-        """The preprocessing spec of one variant (its own input resolution)."""
+    def preprocess(self, variant_id: str | None = None) -> Preprocess:
+        """How a request becomes one variant's input (its own resolution); without a
+        variant, the family's native input (enough for decoding)."""
+        if variant_id is None:
+            return self.catalog.input.preprocess()
         variant = self.catalog.variant(variant_id)
-        return self.catalog.input.spec(variant.variant_spec.input_size)
+        return self.catalog.input.preprocess(variant.variant_spec.input_size)
 
     def warm_up(self) -> None:
         """One request's path end to end (PNG decode, preprocess, engine), so the first
@@ -52,12 +55,10 @@ class Service:
         import numpy as np
         from PIL import Image
 
-        from edge_service.data.preprocess import decode_image, preprocess
-
         buf = io.BytesIO()
         Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, "PNG")
         with self.pool.lease() as (variant_id, engine):
-            engine.infer(preprocess(decode_image(buf.getvalue()), self.input_spec(variant_id)))
+            engine.infer(self.preprocess(variant_id).from_bytes(buf.getvalue()))
 
     def close(self) -> None:
         self.loop.stop()
@@ -66,14 +67,30 @@ class Service:
 
 
 def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate]:
-    """The policy's view of the catalog on this device."""
+    """The policy's view of the catalog on this device.
+
+    A family built from the user's ONNX files has no measured accuracy; its networks are
+    then ranked by the size of their FP32 artifact (bigger is taken as more accurate), a
+    proxy kept below any measured accuracy.
+    """
+    fp32_bytes = {
+        v.variant_spec.family_key: v.artifact.bytes
+        for v in catalog.variants
+        if v.precision == "fp32"
+    }
+    largest = max(fp32_bytes.values(), default=1) or 1
     out = []
     for v in catalog.variants:
         profile = v.profile_for(device, power_mode)
+        if v.accuracy is not None:
+            accuracy = v.accuracy.top1
+        else:
+            size = fp32_bytes.get(v.variant_spec.family_key, v.artifact.bytes)
+            accuracy = -1.0 + size / largest / 2  # in [-1, -0.5]: below any measured top-1
         out.append(
             Candidate(
                 variant_id=v.id,
-                accuracy=v.accuracy.top1 if v.accuracy else 0.0,
+                accuracy=accuracy,
                 latency_ms=profile.latency_ms(1) if profile else None,
             )
         )
@@ -86,9 +103,15 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int):  # type: ig
     def load(variant_id: str) -> Engine:
         variant = catalog.variant(variant_id)
         path = verified_artifact_path(family_dir, variant.artifact)
-        engine = OrtEngine(
-            path, variant_id=variant.id, precision=variant.precision, threads=threads
-        )
+        engine: Engine
+        if variant.backend == "tensorrt":
+            from edge_service.runtime.trt_engine import TrtEngine
+
+            engine = TrtEngine(path, variant_id=variant.id, precision=variant.precision)
+        else:
+            engine = OrtEngine(
+                path, variant_id=variant.id, precision=variant.precision, threads=threads
+            )
         engine.load()
         return engine
 

@@ -1,0 +1,257 @@
+"""``edge-service build``: the default family from its weights, or a family from ONNX files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from edge_service.cli._common import (
+    DEFAULT_WEIGHTS,
+    EnginesOpt,
+    FamilyOpt,
+    JsonOpt,
+    VerboseOpt,
+    app,
+    emit,
+    fail,
+    log,
+    settings_from,
+    setup_logging,
+)
+from edge_service.config import REPO_ROOT, Settings
+from edge_service.errors import BuildError, EdgeServiceError
+
+Backend = Literal["auto", "onnxruntime", "tensorrt"]
+CALIBRATION_CACHE = REPO_ROOT / "calibration" / "cache"
+
+
+def resolve_backend(backend: str) -> str | None:
+    """The TensorRT target to build for, or None for ONNX Runtime only (said why)."""
+    from edge_service.build.trt_builder import detect_target
+
+    if backend == "onnxruntime":
+        return None
+    try:
+        return detect_target().describe()
+    except BuildError as exc:
+        if backend == "tensorrt":
+            raise
+        log.info("TensorRT is not available here: building ONNX Runtime engines only")
+        log.debug(exc.message)
+        return None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise BuildError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+@app.command()
+def build(
+    models: Annotated[
+        list[Path] | None,
+        typer.Argument(help="with --from-onnx: the ONNX files", show_default=False),
+    ] = None,
+    from_onnx: Annotated[
+        bool, typer.Option("--from-onnx", help="build a family from your own ONNX files")
+    ] = False,
+    task: Annotated[str, typer.Option(help="classification or detection (--from-onnx)")] = (
+        "classification"
+    ),
+    labels: Annotated[Path | None, typer.Option(help="class names, one per line")] = None,
+    mean: Annotated[str, typer.Option(help="per-channel mean after /255 (--from-onnx)")] = "0",
+    std: Annotated[str, typer.Option(help="per-channel std after /255 (--from-onnx)")] = "1",
+    family: FamilyOpt = None,
+    engines_dir: EnginesOpt = None,
+    backend: Annotated[
+        str,
+        typer.Option(help="auto (TensorRT when present, else ONNX Runtime), onnxruntime, tensorrt"),
+    ] = "auto",
+    weights: Annotated[Path, typer.Option(help="trained base weights")] = DEFAULT_WEIGHTS,
+    evolved: Annotated[
+        Path | None,
+        typer.Option(help="multi-branch weights (default models/<family>/evolved.pt if present)"),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(help="build only these networks, e.g. base (repeatable)")
+    ] = None,
+    calibration_images: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-images",
+            "--calibration",
+            help="INT8 calibration images (JPEG/PNG folder)",
+        ),
+    ] = None,
+    precision: Annotated[list[str] | None, typer.Option(help="fp32 and/or int8")] = None,
+    calibration_method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="minmax, entropy, percentile (repeatable; default: try all, keep "
+            "the one whose INT8 top-1 drops least; --from-onnx: minmax)"
+        ),
+    ] = None,
+    eval_limit: Annotated[
+        int, typer.Option(min=0, help="measure accuracy on N test images (0 = all 10k)")
+    ] = 0,
+    force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
+    as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Build a family's engines: ONNX Runtime FP32/INT8, plus TensorRT FP16/INT8 on a Jetson.
+
+    Default family: exports every kept variant of the evolved weights (else the base model).
+    With --from-onnx: your ONNX files (e.g. yolov8n.onnx yolov8s.onnx), calibrated on your
+    images. A second run with the same inputs builds nothing and says so.
+    """
+    setup_logging(verbose)
+    try:
+        from edge_service.build.calibration import METHODS
+
+        if backend not in ("auto", "onnxruntime", "tensorrt"):
+            raise BuildError(f"--backend {backend!r}: use auto, onnxruntime or tensorrt")
+        precisions = tuple(precision or ("fp32", "int8"))
+        methods = tuple(calibration_method or METHODS)
+        if set(precisions) - {"fp32", "int8"} or set(methods) - set(METHODS):
+            raise BuildError(
+                f"--precision takes fp32/int8 (TensorRT adds fp16 and int8 itself) "
+                f"and --calibration-method {', '.join(METHODS)}"
+            )
+        trt = resolve_backend(backend)
+        settings = settings_from(family=family, engines_dir=engines_dir)
+        if from_onnx:
+            path = _build_onnx_family(
+                settings,
+                models or [],
+                task,
+                labels,
+                mean,
+                std,
+                calibration_images,
+                precisions,
+                methods[0],
+                trt,
+                force,
+            )
+            payload: dict[str, object] = {"catalog": str(path)}
+        else:
+            if models:
+                raise BuildError("ONNX files are built with --from-onnx FILE...")
+            payload = _build_default(
+                settings,
+                weights,
+                evolved,
+                only,
+                calibration_images,
+                precisions,
+                methods,
+                eval_limit,
+                trt,
+                force,
+            )
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
+    human = (
+        "nothing to build: engines are up to date"
+        if payload.get("up_to_date")
+        else f"built {payload['catalog']}"
+    )
+    emit(payload, as_json, human)
+
+
+def _build_default(
+    settings: Settings,
+    weights: Path,
+    evolved: Path | None,
+    only: list[str] | None,
+    calibration: Path | None,
+    precisions: tuple[str, ...],
+    methods: tuple[str, ...],
+    eval_limit: int,
+    trt: str | None,
+    force: bool,
+) -> dict[str, object]:
+    from edge_service.build.ort_builder import BuildRequest, build_family
+    from edge_service.data.fashion import Split, load_split
+
+    if not weights.is_file():
+        raise BuildError(f"no weights at {weights}; train them: edge-service train")
+    test = load_split(settings.data_dir, "test")
+    train = load_split(settings.data_dir, "train")
+    req = BuildRequest(
+        family_dir=settings.family_dir,
+        weights=weights,
+        calibration_dir=calibration or REPO_ROOT / "calibration" / settings.family,
+        test_split=test.subset(eval_limit) if eval_limit else test,
+        precisions=precisions,
+        threads=settings.intra_op_threads,
+        force=force,
+        evolved=evolved or REPO_ROOT / "models" / settings.family / "evolved.pt",
+        only=frozenset(only or ()),
+        calibration_methods=methods,
+        selection_split=Split(train.images[-2000:], train.labels[-2000:]),
+        calibration_cache=CALIBRATION_CACHE,
+        tensorrt=trt,
+    )
+    report = build_family(req, progress=lambda msg: log.info(msg))
+    return {
+        "catalog": str(report.catalog),
+        "built": list(report.built),
+        "up_to_date": report.up_to_date,
+        "accuracy": report.accuracy,
+    }
+
+
+def _build_onnx_family(
+    settings: Settings,
+    models: list[Path],
+    task: str,
+    labels: Path | None,
+    mean: str,
+    std: str,
+    calibration: Path | None,
+    precisions: tuple[str, ...],
+    method: str,
+    trt: str | None,
+    force: bool,
+) -> Path:
+    from edge_service.build.byo import OnnxFamilyRequest, build_from_onnx
+
+    if not models:
+        raise BuildError(
+            "--from-onnx needs ONNX files: edge-service build --from-onnx a.onnx "
+            "b.onnx --family NAME --calibration-images DIR"
+        )
+    if task not in ("classification", "detection"):
+        raise BuildError(f"--task {task!r}: use classification or detection")
+    if calibration is None and "int8" in precisions:
+        raise BuildError(
+            "--from-onnx needs --calibration-images DIR (JPEG/PNG frames like "
+            "the ones you will serve) for INT8"
+        )
+    names: tuple[str, ...] = ()
+    if labels is not None:
+        try:
+            names = tuple(n.strip() for n in labels.read_text().splitlines() if n.strip())
+        except OSError as exc:
+            raise BuildError(f"cannot read --labels {labels}: {exc.strerror}") from exc
+    req = OnnxFamilyRequest(
+        family_dir=settings.family_dir,
+        models=tuple(models),
+        task=task,  # type: ignore[arg-type]
+        calibration_dir=calibration or Path(),
+        labels=names,
+        mean=_floats(mean),
+        std=_floats(std),
+        precisions=precisions,
+        method=method,
+        threads=settings.intra_op_threads,
+        force=force,
+        calibration_cache=CALIBRATION_CACHE,
+        tensorrt=trt,
+    )
+    return build_from_onnx(req, progress=lambda msg: log.info(msg))
