@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     engines_dir: Path = REPO_ROOT / "engines"
     family: str = "fashion"
     data_dir: Path = DEFAULT_FASHION_DIR
+    calibration_cache: Path = REPO_ROOT / "calibration" / "cache"
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(16_000_000, ge=1)
     top_k: int = Field(5, ge=1, le=100)

@@ -24,7 +24,6 @@ from edge_service.config import REPO_ROOT, Settings
 from edge_service.errors import BuildError, EdgeServiceError
 
 Backend = Literal["auto", "onnxruntime", "tensorrt"]
-CALIBRATION_CACHE = REPO_ROOT / "calibration" / "cache"
 
 
 def resolve_backend(backend: str) -> str | None:
@@ -194,7 +193,7 @@ def _build_default(
         only=frozenset(only or ()),
         calibration_methods=methods,
         selection_split=Split(train.images[-2000:], train.labels[-2000:]),
-        calibration_cache=CALIBRATION_CACHE,
+        calibration_cache=settings.calibration_cache,
         tensorrt=trt,
     )
     report = build_family(req, progress=lambda msg: log.info(msg))
@@ -251,7 +250,7 @@ def _build_onnx_family(
         method=method,
         threads=settings.intra_op_threads,
         force=force,
-        calibration_cache=CALIBRATION_CACHE,
+        calibration_cache=settings.calibration_cache,
         tensorrt=trt,
     )
     return build_from_onnx(req, progress=lambda msg: log.info(msg))

@@ -20,7 +20,7 @@ from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
 from edge_service.repository import Catalog, load_catalog, verified_artifact_path
 from edge_service.runtime.engine import Engine
-from edge_service.runtime.ort_engine import OrtEngine
+from edge_service.runtime.ort_engine import OrtEngine, default_providers
 from edge_service.runtime.pool import EnginePool
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,11 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int):  # type: ig
             engine = TrtEngine(path, variant_id=variant.id, precision=variant.precision)
         else:
             engine = OrtEngine(
-                path, variant_id=variant.id, precision=variant.precision, threads=threads
+                path,
+                variant_id=variant.id,
+                precision=variant.precision,
+                threads=threads,
+                providers=default_providers(),
             )
         engine.load()
         return engine
