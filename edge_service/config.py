@@ -34,8 +34,13 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100)
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
     monitor_period_s: float = Field(0.5, gt=0.0, le=60.0)
-    monitor_source: Literal["linux", "replay"] = "linux"
+    monitor_source: Literal["auto", "jtop", "tegra", "tegrastats", "linux", "replay"] = "auto"
     monitor_trace: Path | None = None
+    power_mode: int | None = Field(
+        None,
+        ge=0,
+        description="off-Jetson: emulated power mode to serve in (0 MAXN, 1 HALF, 2 MIN)",
+    )
     monitor_replay_speed: float = Field(1.0, gt=0.0)
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)

@@ -21,7 +21,7 @@ from edge_service.cli._common import (
     settings_from,
     setup_logging,
 )
-from edge_service.errors import EdgeServiceError
+from edge_service.errors import ConfigError, EdgeServiceError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -68,17 +68,33 @@ def monitor(
     record: Annotated[Path | None, typer.Option(help="append samples to a JSONL trace")] = None,
     period: Annotated[float, typer.Option(min=0.05, help="seconds between samples")] = 0.5,
     count: Annotated[int, typer.Option(min=0, help="stop after N samples (0 = never)")] = 0,
+    source_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            help="auto, jtop, tegra, tegrastats, linux, replay "
+            "(default: EDGE_MONITOR_SOURCE or auto)",
+        ),
+    ] = None,
+    trace: Annotated[Path | None, typer.Option(help="trace to replay (--source replay)")] = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Show the board's state (the Context the controller sees); record it with --record."""
     import time
 
-    from edge_service.monitor.linux_source import LinuxSource
     from edge_service.monitor.replay import TraceRecorder
+    from edge_service.monitor.select import SOURCES, open_source
 
     setup_logging(verbose)
-    source = LinuxSource()
+    try:
+        settings = settings_from()
+        kind = source_kind or settings.monitor_source
+        if kind not in SOURCES:
+            raise ConfigError(f"--source {kind!r} is not one of {', '.join(SOURCES)}")
+        source = open_source(kind, trace or settings.monitor_trace)
+    except EdgeServiceError as exc:
+        raise fail(exc) from exc
     time.sleep(min(period, 0.2))  # let the CPU-load window fill
     if once:
         ctx = source.sample()

@@ -17,6 +17,9 @@ from edge_service.errors import MonitorError
 
 _REQUIRED = ("t", "source", "cpu_online", "cpu_load", "mem_available_mb", "mem_total_mb")
 
+# Rails that measure a Jetson module's whole input (see `Context.power_total_mw`).
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN")
+
 # A field parser: (field name, raw JSON value) -> typed value, or MonitorError naming the field.
 _Parser = Callable[[str, Any], object]
 
@@ -83,8 +86,19 @@ class Context:
 
     @property
     def power_total_mw(self) -> float | None:
-        """Sum of the power rails in mW, or None when no rail was read."""
-        return float(sum(self.power_mw.values())) if self.power_mw else None
+        """The board's power in mW: its input rail where one is read, else the sum of the rails.
+
+        ``VDD_IN`` (Xavier NX, Orin NX / Nano) and ``POM_5V_IN`` (Nano, TX1) measure the whole
+        module's input, and the other rails are parts of it, so adding them would count the
+        CPU and GPU twice; boards without an input rail (AGX Orin) report disjoint rails.
+        None when no rail was read.
+        """
+        if not self.power_mw:
+            return None
+        for rail in INPUT_RAILS:
+            if rail in self.power_mw:
+                return float(self.power_mw[rail])
+        return float(sum(self.power_mw.values()))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict: one trace line. Fields in `extra` come back at the top level."""

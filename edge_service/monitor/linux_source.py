@@ -1,7 +1,8 @@
 """Monitor source for any Linux machine: psutil, cgroup limits, cpufreq and thermal zones.
 
-It knows nothing of GPUs, power modes or power rails (those fields stay None / empty); it
-is the source off-Jetson and the fallback on a Jetson without jtop or tegra sysfs access.
+It knows nothing of GPUs or power rails (those fields stay None / empty), and reports a
+power mode only when given something to ask (an `EmulatedNvpModel` off-Jetson); it is
+the source off-Jetson and the fallback on a Jetson without jtop or tegra sysfs access.
 Inside a container the cgroup CPU quota and memory limit are the real budget, so they cap
 what psutil reports for the host.
 """
@@ -12,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import psutil
 from edge_service.hostinfo import device_name
 from edge_service.monitor.cgroup import CgroupLimits, own_cgroups, read_limits
 from edge_service.monitor.context import Context
+from edge_service.monitor.nvpmodel import CachedPowerMode, PowerModeQuery
 from edge_service.monitor.sysfs import cpu_freqs_hz, thermal_temps_c
 
 logger = logging.getLogger(__name__)
@@ -36,12 +38,27 @@ class LinuxSource:
     `sample()` (or since construction, for the first one), from per-core CPU times held by
     this instance: unlike `psutil.cpu_percent(interval=None)`, whose "since the last call"
     is shared by every caller in the process, another reader cannot shorten the window.
+
+    `nvpmodel` (e.g. an `EmulatedNvpModel`) gives the power mode, asked at most every
+    `mode_refresh_s` seconds (an `EmulatedNvpModel` answers for free: pass 0); without it
+    ``power_mode`` is None.
     """
 
     name: str = "linux"
 
-    def __init__(self, cgroup_root: Path = Path("/sys/fs/cgroup"), root: Path = Path("/")) -> None:
+    def __init__(
+        self,
+        cgroup_root: Path = Path("/sys/fs/cgroup"),
+        root: Path = Path("/"),
+        *,
+        nvpmodel: PowerModeQuery | None = None,
+        mode_refresh_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._cgroup_root = cgroup_root
+        self._mode = (
+            CachedPowerMode(nvpmodel, mode_refresh_s, clock) if nvpmodel is not None else None
+        )
         self._sys = root / "sys"
         self._own_cgroups = own_cgroups(root / "proc/self/cgroup")
         self._device = device_name(root)
@@ -58,6 +75,7 @@ class LinuxSource:
             t=time.time(),
             source=self.name,
             device=self._device,
+            power_mode=self._mode.current() if self._mode else None,
             cpu_online=online_cores(cores, limits),
             cpu_freqs_hz=cpu_freqs_hz(self._sys),
             cpu_load=self._cpu_load(cores),

@@ -64,3 +64,24 @@ def thermal_temps_c(sys_root: Path) -> dict[str, float]:
         kind = read_text(zone / "type") or zone.name
         temps[zone.name if kind in temps else kind] = milli / 1000.0
     return temps
+
+
+def parse_cpu_list(text: str | None) -> list[int]:
+    """CPU numbers in a kernel CPU list such as ``"0-3,5"`` (-> [0, 1, 2, 3, 5]).
+
+    Malformed parts are skipped with a debug log; None or "" gives an empty list.
+    """
+    cpus: set[int] = set()
+    for part in (text or "").replace("\n", ",").split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            if part.strip():
+                logger.debug("not a CPU range: %r", part)
+            continue
+        cpus.update(range(int(first), int(last or first) + 1))
+    return sorted(cpus)
+
+
+def online_cpus(sys_root: Path) -> list[int]:
+    """The online CPUs from ``devices/system/cpu/online`` (empty when it cannot be read)."""
+    return parse_cpu_list(read_text(sys_root / "devices/system/cpu/online"))

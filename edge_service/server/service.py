@@ -16,6 +16,7 @@ from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.data.pipeline import Preprocess
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+from edge_service.monitor.emulated import EmulatedNvpModel
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
 from edge_service.repository import Catalog, load_catalog, verified_artifact_path
@@ -122,14 +123,36 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int):  # type: ig
     return load
 
 
+def _emulated_power_mode(settings: Settings) -> tuple[EmulatedNvpModel | None, int]:
+    """With EDGE_POWER_MODE set (off-Jetson), pin the process to that emulated mode's cores
+    and size the inference threads to it; returns the mode keeper and the thread count."""
+    if settings.power_mode is None:
+        return None, settings.intra_op_threads
+    nvp = EmulatedNvpModel()
+    nvp.set_mode(settings.power_mode)
+    mode = nvp.current
+    log.info(
+        "emulated power mode %d %s: cores %s, %d threads",
+        mode.id,
+        mode.name,
+        list(mode.cores),
+        mode.threads,
+    )
+    return nvp, settings.intra_op_threads or mode.threads
+
+
 def start_service(settings: Settings, source: MonitorSource | None = None) -> Service:
     """Load the catalog, start the monitor and the loop; an engine is active on return."""
     catalog = load_catalog(settings.family_dir)
     device = device_name()
-    pool = EnginePool(engine_loader(catalog, settings.family_dir, settings.intra_op_threads))
+    nvp, threads = _emulated_power_mode(settings)  # before any engine thread starts
+    pool = EnginePool(engine_loader(catalog, settings.family_dir, threads))
     events = EventLog(settings.events_kept)
     src = source or open_source(
-        settings.monitor_source, settings.monitor_trace, settings.monitor_replay_speed
+        settings.monitor_source,
+        settings.monitor_trace,
+        settings.monitor_replay_speed,
+        nvpmodel=nvp,
     )
     loop = AdaptationLoop(
         source=src,

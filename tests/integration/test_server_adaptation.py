@@ -67,3 +67,23 @@ def test_server_refuses_to_start_when_replay_trace_missing(engines_dir, tmp_path
     )
     assert r.returncode == 2
     assert "EDGE_MONITOR_TRACE" in r.stderr
+
+
+def test_server_runs_on_one_core_when_started_in_emulated_min_power_mode(engines_dir, tmp_path):
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs at least two usable cores to see the MIN mode pin one")
+    with run_server(
+        engines_dir, tmp_path / "server.log", EDGE_POWER_MODE="2", EDGE_MONITOR_SOURCE="linux"
+    ) as url:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ctx = httpx.get(f"{url}/v1/status", timeout=5).json()["context"]
+            if ctx and ctx["power_mode"]:
+                break
+            time.sleep(0.2)
+        assert ctx["power_mode"] == {"id": 2, "name": "MIN"}
+        assert ctx["cpu_online"] == 1  # the process is pinned to the mode's single core
+        r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=5)
+        assert r.status_code == 200

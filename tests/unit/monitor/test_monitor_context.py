@@ -142,8 +142,22 @@ def test_mem_pressure_is_the_used_fraction_when_memory_is_known() -> None:
     assert Context.from_dict(minimal_dict()).mem_pressure == pytest.approx(0.75)
 
 
-def test_power_total_is_the_sum_of_rails_when_rails_are_read() -> None:
-    assert full_context().power_total_mw == pytest.approx(6320.0)
+def test_power_total_is_the_input_rail_when_the_board_reports_vdd_in() -> None:
+    # Jetson regression: VDD_IN already contains VDD_CPU_GPU_CV; summing counted it twice.
+    assert full_context().power_total_mw == pytest.approx(5120.0)
+
+
+def test_power_total_is_the_input_rail_when_a_nano_reports_pom_5v_in() -> None:
+    rails = {"POM_5V_IN": 2167.0, "POM_5V_GPU": 0.0, "POM_5V_CPU": 374.0}
+    ctx = Context.from_dict({**minimal_dict(), "power_mw": rails})
+    assert ctx.power_total_mw == pytest.approx(2167.0)
+
+
+def test_power_total_is_the_sum_of_rails_when_there_is_no_input_rail() -> None:
+    # AGX Orin: VDD_GPU_SOC, VDD_CPU_CV, VIN_SYS_5V0 and VDDQ_VDD2_1V8AO do not overlap.
+    rails = {"VDD_GPU_SOC": 3087.0, "VDD_CPU_CV": 494.0, "VIN_SYS_5V0": 3326.0}
+    ctx = Context.from_dict({**minimal_dict(), "power_mw": rails})
+    assert ctx.power_total_mw == pytest.approx(6907.0)
 
 
 def test_power_total_is_none_when_no_rail_is_read() -> None:
@@ -152,5 +166,5 @@ def test_power_total_is_none_when_no_rail_is_read() -> None:
 
 def test_summary_names_mode_load_memory_and_power_when_all_are_known() -> None:
     text = full_context().summary()
-    for part in ("tegra", "1:7W", "4x 30%", "gpu 306MHz 42%", "4096/7620MB", "48.5C", "6.32W"):
+    for part in ("tegra", "1:7W", "4x 30%", "gpu 306MHz 42%", "4096/7620MB", "48.5C", "5.12W"):
         assert part in text
