@@ -38,60 +38,92 @@ def main() -> None:
     tmpdir = tempfile.TemporaryDirectory()  # the base engines live until the end
     tmp = tmpdir.name
     base_dir = Path(tmp) / args.family
-    build_family(BuildRequest(
-        family_dir=base_dir, weights=REPO_ROOT / "models" / args.family / "base.pt",
-        calibration_dir=REPO_ROOT / "calibration" / args.family,
-        test_split=load_split(Settings().data_dir, "test"), evolved=None, profile_runs=10,
-    ), progress=lambda _: None)
+    build_family(
+        BuildRequest(
+            family_dir=base_dir,
+            weights=REPO_ROOT / "models" / args.family / "base.pt",
+            calibration_dir=REPO_ROOT / "calibration" / args.family,
+            test_split=load_split(Settings().data_dir, "test"),
+            evolved=None,
+            profile_runs=10,
+        ),
+        progress=lambda _: None,
+    )
     base_cat = load_catalog(base_dir)
-    items = [(f"original {v.id}", verified_artifact_path(base_dir, v.artifact), v.precision)
-             for v in base_cat.variants]
-    items += [(v.id, verified_artifact_path(fam, v.artifact), v.precision)
-              for v in catalog.variants]
+    items = [
+        (f"original {v.id}", verified_artifact_path(base_dir, v.artifact), v.precision)
+        for v in base_cat.variants
+    ]
+    items += [
+        (v.id, verified_artifact_path(fam, v.artifact), v.precision) for v in catalog.variants
+    ]
     cmp = compare_engines(items, batch=1, threads=1, rounds=args.rounds, runs=args.runs)
     acc = {f"original {v.id}": v.accuracy.top1 for v in base_cat.variants if v.accuracy}
     acc |= {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
     ref = "original base@fp32"
-    lines = ["| variant | test top-1 | vs base (pts) | p50 ms | p99 ms | speed-up vs base fp32 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| variant | test top-1 | vs base (pts) | p50 ms | p99 ms | speed-up vs base fp32 |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, _, _ in items:
-        lines.append(f"| {name} | {acc[name]:.4f} | {(acc[name] - acc[ref]) * 100:+.2f} | "
-                     f"{cmp.p50_ms[name]:.4f} | {cmp.p99_ms[name]:.4f} | "
-                     f"{cmp.p50_ms[ref] / cmp.p50_ms[name]:.2f}x |")
-    fp32 = sorted((v for v in catalog.variants if v.precision == "fp32"),
-                  key=lambda v: cmp.p50_ms[v.id])
+        lines.append(
+            f"| {name} | {acc[name]:.4f} | {(acc[name] - acc[ref]) * 100:+.2f} | "
+            f"{cmp.p50_ms[name]:.4f} | {cmp.p99_ms[name]:.4f} | "
+            f"{cmp.p50_ms[ref] / cmp.p50_ms[name]:.2f}x |"
+        )
+    fp32 = sorted(
+        (v for v in catalog.variants if v.precision == "fp32"), key=lambda v: cmp.p50_ms[v.id]
+    )
     fastest = fp32[0]
-    fastest_int8 = min((v for v in catalog.variants if v.precision == "int8"),
-                       key=lambda v: cmp.p50_ms[v.id])
+    fastest_int8 = min(
+        (v for v in catalog.variants if v.precision == "int8"), key=lambda v: cmp.p50_ms[v.id]
+    )
     best = max(fp32, key=lambda v: acc[v.id])
     gaps = [cmp.p50_ms[b.id] / cmp.p50_ms[a.id] for a, b in itertools.pairwise(fp32)]
     checks = [
-        ("fastest kept FP32 >= 3x faster than base FP32",
-         f"{fastest.id}: {cmp.p50_ms[ref] / cmp.p50_ms[fastest.id]:.2f}x",
-         cmp.p50_ms[ref] / cmp.p50_ms[fastest.id] >= 3),
-        ("... with <= 4 points accuracy loss", f"{(acc[ref] - acc[fastest.id]) * 100:.2f} pts",
-         acc[ref] - acc[fastest.id] <= 0.04),
-        ("fastest kept INT8 >= 6x faster than base FP32",
-         f"{fastest_int8.id}: {cmp.p50_ms[ref] / cmp.p50_ms[fastest_int8.id]:.2f}x",
-         cmp.p50_ms[ref] / cmp.p50_ms[fastest_int8.id] >= 6),
-        ("adjacent kept FP32 variants within 1.6x latency", f"largest gap {max(gaps):.2f}x",
-         max(gaps) <= 1.6),
-        ("most accurate kept within 0.5 point of base", f"{best.id}: "
-         f"{(acc[best.id] - acc[ref]) * 100:+.2f} pts", acc[ref] - acc[best.id] <= 0.005),
+        (
+            "fastest kept FP32 >= 3x faster than base FP32",
+            f"{fastest.id}: {cmp.p50_ms[ref] / cmp.p50_ms[fastest.id]:.2f}x",
+            cmp.p50_ms[ref] / cmp.p50_ms[fastest.id] >= 3,
+        ),
+        (
+            "... with <= 4 points accuracy loss",
+            f"{(acc[ref] - acc[fastest.id]) * 100:.2f} pts",
+            acc[ref] - acc[fastest.id] <= 0.04,
+        ),
+        (
+            "fastest kept INT8 >= 6x faster than base FP32",
+            f"{fastest_int8.id}: {cmp.p50_ms[ref] / cmp.p50_ms[fastest_int8.id]:.2f}x",
+            cmp.p50_ms[ref] / cmp.p50_ms[fastest_int8.id] >= 6,
+        ),
+        (
+            "adjacent kept FP32 variants within 1.6x latency",
+            f"largest gap {max(gaps):.2f}x",
+            max(gaps) <= 1.6,
+        ),
+        (
+            "most accurate kept within 0.5 point of base",
+            f"{best.id}: {(acc[best.id] - acc[ref]) * 100:+.2f} pts",
+            acc[ref] - acc[best.id] <= 0.005,
+        ),
     ]
     sub = [i for i in items if i[0] in {ref, fastest.id, fastest_int8.id}]
     b8 = compare_engines(sub, batch=8, threads=1, rounds=args.rounds, runs=args.runs // 3)
-    checks.append((
-        "(same, at batch 8) fastest kept INT8 vs base FP32",
-        f"{fastest_int8.id}: {b8.p50_ms[ref] / b8.p50_ms[fastest_int8.id]:.2f}x "
-        f"(FP32 {b8.p50_ms[ref] / b8.p50_ms[fastest.id]:.2f}x)",
-        b8.p50_ms[ref] / b8.p50_ms[fastest_int8.id] >= 6))
+    checks.append(
+        (
+            "(same, at batch 8) fastest kept INT8 vs base FP32",
+            f"{fastest_int8.id}: {b8.p50_ms[ref] / b8.p50_ms[fastest_int8.id]:.2f}x "
+            f"(FP32 {b8.p50_ms[ref] / b8.p50_ms[fastest.id]:.2f}x)",
+            b8.p50_ms[ref] / b8.p50_ms[fastest_int8.id] >= 6,
+        )
+    )
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in checks]
     body = "\n".join(lines) + (
         f"\n\nTop-1 on all {base_cat.variants[0].accuracy.examples} test images; latency "
         f"median over {args.rounds} interleaved rounds x {args.runs} runs of each round's "
-        "p50/p99, batch 1, 1 intra-op thread, ONNX Runtime CPU.")
+        "p50/p99, batch 1, 1 intra-op thread, ONNX Runtime CPU."
+    )
     print(body)
     write_section("evolve_variants", "Evolved variants vs the base (issue 3)", body)
     tmpdir.cleanup()

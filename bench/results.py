@@ -21,9 +21,11 @@ HEADER = "# Benchmark results\n\nEach section is rewritten by the script that pr
 
 def machine_line() -> str:
     """Where and when: device, cores, Python and ONNX Runtime versions, UTC date."""
-    return (f"{device_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"onnxruntime {ort.__version__}, "
-            f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+    return (
+        f"{device_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"onnxruntime {ort.__version__}, "
+        f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
+    )
 
 
 def command_line() -> str:
@@ -33,10 +35,16 @@ def command_line() -> str:
 def write_section(name: str, title: str, body: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
-    block = (f"<!-- BEGIN {name} -->\n## {title}\n\n- command: `{command_line()}`\n"
-             f"- machine: {machine_line()}\n\n{body.strip()}\n<!-- END {name} -->")
-    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->",
-                         re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + block + "\n")
+    block = (
+        f"<!-- BEGIN {name} -->\n## {title}\n\n- command: `{command_line()}`\n"
+        f"- machine: {machine_line()}\n\n{body.strip()}\n<!-- END {name} -->"
+    )
+    pattern = re.compile(
+        rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S
+    )
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + block + "\n")
+    )
     atomic_write_text(RESULTS, text)

@@ -26,7 +26,12 @@ from typing import Literal
 import onnxruntime as ort
 
 import edge_service
-from edge_service.build.calibration import calibration_hash, calibration_images, quantize_int8
+from edge_service.build.calibration import (
+    CACHE_TAG,
+    calibration_hash,
+    calibration_images,
+    quantize_int8,
+)
 from edge_service.data.pipeline import Color, Preprocess, Resize
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
@@ -142,6 +147,7 @@ def family_key(req: OnnxFamilyRequest) -> str:
         "std": list(req.std),
         "precisions": list(req.precisions),
         "method": req.method,
+        "calibrator": CACHE_TAG,
         "onnxruntime": ort.__version__,
         "edge_service": edge_service.__version__,
         "tensorrt": req.tensorrt,

@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 import edge_service
 from edge_service.build.calibration import (
+    CACHE_TAG,
     METHODS,
     calibration_hash,
     calibration_images,
@@ -95,6 +96,7 @@ def build_key(req: BuildRequest) -> str:
         "evolved": sha256_file(evolved) if evolved else None,
         "only": sorted(req.only),
         "calibration_methods": list(req.calibration_methods),
+        "calibrator": CACHE_TAG,
         "selection_examples": len(req.selection_split) if req.selection_split else 0,
         "tensorrt": req.tensorrt,
         "calibration": calibration_hash(calibration_images(req.calibration_dir)),
