@@ -11,6 +11,10 @@ from edge_service.config import DEFAULT_FASHION_DIR, REPO_ROOT
 from edge_service.data.fashion import Split, load_split
 
 BASE_WEIGHTS = REPO_ROOT / "models" / "fashion" / "base.pt"
+EVOLVED = REPO_ROOT / "models" / "fashion" / "evolved.pt"
+# The networks the integration tier builds: the committed family's most accurate and
+# fastest ones (all 11 would add a minute to every CI run).
+TEST_NETWORKS = frozenset({"base", "dw-dw-dw"})
 CALIBRATION = REPO_ROOT / "calibration" / "fashion"
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
@@ -29,18 +33,24 @@ def test_split(fashion_dir: Path) -> Split:
 
 @pytest.fixture(scope="session")
 def engines_dir(tmp_path_factory: pytest.TempPathFactory, test_split: Split) -> Path:
-    """The default family built from the committed weights (accuracy on 1,000 images)."""
+    """The default family built as `edge-service build --eval-limit 1000 --only base --only
+    dw-dw-dw` builds it (from the committed evolved weights, accuracy on 1,000 images)."""
     if not HAS_TORCH:
         pytest.skip("building engines needs the train extra (torch)")
     from edge_service.build.ort_builder import BuildRequest, build_family
 
     root = tmp_path_factory.mktemp("engines")
+    train = load_split(DEFAULT_FASHION_DIR, "train")
     build_family(
         BuildRequest(
             family_dir=root / "fashion",
             weights=BASE_WEIGHTS,
+            evolved=EVOLVED,
+            only=TEST_NETWORKS,
             calibration_dir=CALIBRATION,
             test_split=test_split.subset(1000),
+            selection_split=Split(train.images[-2000:], train.labels[-2000:]),
+            calibration_cache=root / "calibration-cache",
             profile_runs=20,
         )
     )

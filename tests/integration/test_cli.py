@@ -24,7 +24,18 @@ def test_help_lists_the_verbs_when_run_without_arguments() -> None:
 
 
 def test_second_build_builds_nothing_when_inputs_unchanged(engines_dir) -> None:
-    r = _cli("build", "--engines-dir", str(engines_dir), "--eval-limit", "1000", "--json")
+    r = _cli(
+        "build",
+        "--engines-dir",
+        str(engines_dir),
+        "--eval-limit",
+        "1000",
+        "--only",
+        "base",
+        "--only",
+        "dw-dw-dw",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["up_to_date"] is True
 

@@ -35,7 +35,7 @@ def test_infer_reports_variant_precision_and_timings_when_frame_classified(clien
     body = r.json()
     assert r.status_code == 200
     assert len(body["predictions"]) == 3
-    assert body["variant"] in {"base@fp32", "base@int8"}
+    assert body["variant"] in {f"{n}@{p}" for n in ("base", "dw-dw-dw") for p in ("fp32", "int8")}
     assert body["precision"] in {"fp32", "int8"} and body["backend"] == "onnxruntime"
     t = body["timings"]
     assert 0 < t["engine_ms"] <= t["total_ms"]
