@@ -109,9 +109,14 @@ class Profile(_Model):
     backend: str
     threads: int = Field(ge=0)
     latency: dict[str, LatencyStats]  # key: batch size as a string ("1", "8")
-    memory_mb: float | None = None
-    energy_mj: float | None = None
-    energy_estimated: bool = True
+    memory_mb: float | None = None  # peak resident memory the engine added
+    energy_mj: float | None = None  # per inference at batch 1
+    energy_estimated: bool = True  # True unless integrated from power rails
+    power_mw: float | None = None  # mean power while measuring (rails or estimate)
+    # the resources of the power mode it was measured in, for scaling to other modes
+    cores: int | None = None
+    cpu_max_freq_hz: int | None = None
+    gpu_max_freq_hz: int | None = None
     measured_at: datetime
 
     def latency_ms(self, batch: int = 1) -> float | None:
