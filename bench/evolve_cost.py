@@ -2,20 +2,7 @@
 
     python bench/evolve_cost.py [--evolved models/fashion/evolved.pt] [--measure 3]
 
-Protocol (what "the same accuracy" and "cost" mean here):
-- Evolve cost: the wall seconds of its two training phases (block-wise distillation and
-  joint fine-tune), as recorded in evolved.pt on this machine. The base model's own
-  training is shared by both sides (independent training would need it too, for the base
-  variant), so neither side counts it.
-- Independent cost of one kept variant: its architecture, randomly initialised, trained
-  with the base model's recipe (AdamW, one-cycle over 15 epochs, same augmentation, same
-  55k training images, at the variant's input resolution) until its top-1 on the same 5k
-  validation images reaches the evolved variant's; the cost is the training seconds up to
-  that epoch (evaluation excluded). A run that never reaches it is counted at 15 epochs,
-  a lower bound, and marked so.
-- `--measure N` variants (the fastest, the most accurate and evenly spaced ones between)
-  are trained for real. For the others, seconds per epoch are measured on 40 training
-  steps, and epochs-to-target is the median of the measured ones: an estimate, labelled.
+The protocol (what "the same accuracy" and "cost" mean here) is PROTOCOL below.
 Writes the "evolve_cost" section of bench/RESULTS.md.
 """
 
@@ -131,8 +118,7 @@ def main() -> None:
         f"**{independent_s:.0f} s** ({len(measured_ids)} measured, "
         f"{len(kept) - len(measured_ids)} estimated from {median_epochs} epochs)\n"
         f"- ratio evolve / independent: **{evolve_s / independent_s:.1%}** "
-        f"(training overhead {evolve_s / independent_s - 1:+.1%})\n\n"
-        + PROTOCOL
+        f"(training overhead {evolve_s / independent_s - 1:+.1%})\n\n" + PROTOCOL
     )
     write_section("evolve_cost", "Evolve training cost vs independent training (issue 3)", body)
 

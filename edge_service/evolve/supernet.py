@@ -127,17 +127,10 @@ def save_supernet(
 def load_supernet(
     path: Path,
 ) -> tuple[MultiBranchNet, InputSpec, list[VariantSpec], dict[str, Any]]:
-    """Load what :func:`save_supernet` wrote (tensors and plain data only)."""
-    import pickle
+    """Load what :func:`save_supernet` wrote."""
+    from edge_service.evolve.train import load_payload
 
-    from edge_service.errors import DataError
-
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
-        raise DataError(f"cannot load multi-branch weights {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise DataError(f"{path} is not an edge-service multi-branch file ({FORMAT})")
+    payload = load_payload(path, FORMAT)
     base = StagedCNN(ModelConfig.from_dict(payload["model_config"]))
     net = MultiBranchNet(base, payload["branches"])
     net.load_state_dict(payload["state_dict"])

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -188,16 +189,23 @@ def save_weights(path: Path, model: StagedCNN, spec: InputSpec, meta: dict[str, 
     atomic_write_with(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_weights(path: Path) -> tuple[StagedCNN, InputSpec, dict[str, object]]:
-    """Load what :func:`save_weights` wrote (tensors and plain data only, no pickled code)."""
+def load_payload(path: Path, fmt: str) -> dict[str, Any]:
+    """A weights file's payload (tensors and plain data only, never pickled code), checked
+    to be of format ``fmt``."""
     from edge_service.errors import DataError
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as exc:
         raise DataError(f"cannot load weights {path}: {exc}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != WEIGHTS_FORMAT:
-        raise DataError(f"{path} is not an edge-service weights file ({WEIGHTS_FORMAT})")
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise DataError(f"{path} is not an edge-service weights file of format {fmt}")
+    return payload
+
+
+def load_weights(path: Path) -> tuple[StagedCNN, InputSpec, dict[str, object]]:
+    """Load what :func:`save_weights` wrote."""
+    payload = load_payload(path, WEIGHTS_FORMAT)
     model = StagedCNN(ModelConfig.from_dict(payload["model_config"]))
     model.load_state_dict(payload["state_dict"])
     model.eval()
