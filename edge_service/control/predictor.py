@@ -1,0 +1,284 @@
+"""Predicts each variant's latency, memory, power and energy in the board's current Context.
+
+The model has three steps.
+
+1. **Look up.** The variant's profile on this device in the Context's power mode (the
+   ``default`` mode when the source reports none) is used as measured.
+2. **Scale.** Otherwise the nearest measured profile (this device first, then any device) is
+   scaled by the compute the board has now against what it had when measured:
+
+   - CPU backends (ONNX Runtime without CUDA): latency x (cores then / cores now) x
+     (CPU clock then / CPU clock now). "Cores" is the parallelism the engine can use: its
+     thread count capped by the cores online (0 threads means all of them), so a
+     single-threaded engine does not slow down when cores go offline. The CPU clock now is
+     the fastest online core's current clock (the Context has no per-mode CPU maximum).
+   - GPU backends (TensorRT, or ONNX Runtime with the CUDA / TensorRT provider): latency x
+     (GPU max clock then / GPU clock now), the clock now being the mode's GPU maximum where
+     the source reads it, else the current clock. The maximum comes first because devfreq
+     drops an idle GPU to its lowest clock, which would make every engine look up to ten
+     times slower whenever the service is quiet.
+
+   A ratio whose either side is unknown or not positive is 1: no information, no scaling.
+   "Nearest" is the profile needing the least scaling (smallest sum of |log ratio|), ties
+   to the one recording more resources, then by name. Linear scaling is a first-order
+   model (kernels scale sub-linearly with cores, memory-bound ones barely with clocks);
+   step 3 absorbs what it gets wrong.
+3. **Correct.** Latency and energy are multiplied by a per-variant online correction, an
+   EWMA of observed / predicted latency clamped to [0.25, 20], fed by `Predictor.observe`.
+
+Energy is the profile's energy (or, without one, its mean power x latency) scaled by the
+predicted / measured latency ratio: constant power, so energy follows time. Memory, power
+and accuracy are taken from the profile and the catalog unscaled. A variant with no profile
+for the requested batch size anywhere is "unmeasured": infinite latency, unknown rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from edge_service.errors import ConfigError
+from edge_service.hostinfo import DEFAULT_POWER_MODE
+from edge_service.monitor.context import Context
+from edge_service.repository import Catalog, Profile, Variant
+
+log = logging.getLogger(__name__)
+
+CORRECTION_MIN = 0.25
+CORRECTION_MAX = 20.0
+MEASURED = "measured"
+UNMEASURED = "unmeasured"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What one variant is predicted to cost in one Context, at one batch size.
+
+    ``p50_ms`` / ``p99_ms`` are per call at that batch, correction included (infinite when
+    unmeasured); ``energy_mj`` is per call, None when neither energy nor power was profiled.
+    ``source`` is ``"measured"``, ``"scaled from <mode>"`` (``"... on <device>"`` when the
+    profile is another device's) or ``"unmeasured"``. ``correction`` is the online factor
+    already applied, so ``model_p50_ms`` is what to pass to `Predictor.observe`.
+    """
+
+    variant_id: str
+    accuracy: float | None
+    p50_ms: float
+    p99_ms: float
+    memory_mb: float | None
+    power_mw: float | None
+    energy_mj: float | None
+    energy_estimated: bool
+    source: str
+    correction: float = 1.0
+
+    @property
+    def model_p50_ms(self) -> float:
+        """The p50 before the online correction: the ``predicted_ms`` `observe` wants."""
+        return self.p50_ms / self.correction
+
+    @property
+    def measured(self) -> bool:
+        """True when taken from a profile of this exact device and power mode."""
+        return self.source == MEASURED
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The profile an estimate starts from, and where it was measured."""
+
+    profile: Profile
+    device: str
+    mode: str
+
+
+class Predictor:
+    """Estimates for every variant of ``catalog`` on ``device``, with online correction.
+
+    The correction state is the only mutable part and is guarded by a lock, so the loop
+    thread can `observe` while request threads call `estimate`. Given that state,
+    `estimate` is deterministic.
+    """
+
+    def __init__(self, catalog: Catalog, device: str, *, alpha: float = 0.2) -> None:
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError(
+                f"predictor alpha must be in (0, 1] (weight of the newest observation), "
+                f"got {alpha}; 0.2 is a good default"
+            )
+        self._catalog, self._device, self._alpha = catalog, device, alpha
+        self._corrections: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> str:
+        """The device name profiles are looked up under."""
+        return self._device
+
+    def estimate(self, variant_id: str, ctx: Context, batch: int = 1) -> Estimate:
+        """Predict ``variant_id`` in ``ctx`` at ``batch``; NotFoundError for an unknown id."""
+        variant = self._catalog.variant(variant_id)
+        accuracy = variant.accuracy.top1 if variant.accuracy is not None else None
+        correction = self.correction(variant_id)
+        found = self._find(variant, ctx, batch)
+        if found is None:
+            return _unmeasured(variant_id, accuracy, correction)
+        stats = found.profile.latency[str(batch)]
+        measured = found.device == self._device and found.mode == _mode_name(ctx)
+        factor = 1.0 if measured else scale_factor(found.profile, variant, ctx)
+        p50 = stats.p50_ms * factor * correction
+        exact = measured and batch == 1 and correction == 1.0
+        energy, energy_estimated = _energy(found.profile, p50, exact=exact)
+        return Estimate(
+            variant_id=variant_id,
+            accuracy=accuracy,
+            p50_ms=p50,
+            p99_ms=stats.p99_ms * factor * correction,
+            memory_mb=found.profile.memory_mb,
+            power_mw=found.profile.power_mw,
+            energy_mj=energy,
+            energy_estimated=energy_estimated,
+            source=MEASURED if measured else self._scaled_label(found),
+            correction=correction,
+        )
+
+    def estimates(self, ctx: Context, batch: int = 1) -> list[Estimate]:
+        """`estimate` for every variant of the catalog, in catalog order."""
+        return [self.estimate(v.id, ctx, batch) for v in self._catalog.variants]
+
+    def observe(self, variant_id: str, observed_ms: float, predicted_ms: float) -> None:
+        """Fold one observation into ``variant_id``'s correction.
+
+        ``predicted_ms`` is the model's prediction *before* correction
+        (`Estimate.model_p50_ms`): the correction is an EWMA of observed / model, so feeding
+        it corrected predictions would compound. Each ratio is clamped to [0.25, 20] before
+        averaging, so one outlier (a GC pause) cannot swing the estimate to the bound. A
+        prediction that is not a positive finite number (an unmeasured variant) teaches
+        nothing and is skipped.
+        """
+        self._catalog.variant(variant_id)  # NotFoundError for a typo, not a silent entry
+        if not (math.isfinite(observed_ms) and observed_ms >= 0):
+            raise ValueError(f"observed_ms must be a finite latency >= 0, got {observed_ms}")
+        if not (math.isfinite(predicted_ms) and predicted_ms > 0):
+            log.debug("no correction for %s: prediction %s is not usable", variant_id, predicted_ms)
+            return
+        ratio = _clamp(observed_ms / predicted_ms)
+        with self._lock:
+            old = self._corrections.get(variant_id, 1.0)
+            self._corrections[variant_id] = _clamp(old + self._alpha * (ratio - old))
+
+    def correction(self, variant_id: str) -> float:
+        """The factor now applied to ``variant_id``'s latency and energy (1.0 until observed)."""
+        with self._lock:
+            return self._corrections.get(variant_id, 1.0)
+
+    def reset(self, variant_id: str) -> None:
+        """Forget ``variant_id``'s correction (e.g. after re-profiling it)."""
+        with self._lock:
+            self._corrections.pop(variant_id, None)
+
+    def _find(self, variant: Variant, ctx: Context, batch: int) -> _Source | None:
+        """The exact profile if measured, else the nearest: this device first, then any."""
+        mode = _mode_name(ctx)
+        exact = variant.profiles.get(self._device, {}).get(mode)
+        if exact is not None and str(batch) in exact.latency:
+            return _Source(exact, self._device, mode)
+        every = list(_sources(variant, batch))
+        ours = [s for s in every if s.device == self._device]
+        return min(ours or every, key=lambda s: _nearness(s, variant, ctx), default=None)
+
+    def _scaled_label(self, source: _Source) -> str:
+        where = "" if source.device == self._device else f" on {source.device}"
+        return f"scaled from {source.mode}{where}"
+
+
+def is_gpu_backend(variant: Variant, profile: Profile) -> bool:
+    """True for TensorRT engines and ONNX Runtime profiles run on the CUDA / TensorRT EP."""
+    marker = profile.backend.lower()
+    return variant.backend == "tensorrt" or "cuda" in marker or "tensorrt" in marker
+
+
+def scale_factor(profile: Profile, variant: Variant, ctx: Context) -> float:
+    """How much slower (>1) or faster (<1) ``profile``'s latency is in ``ctx`` (module doc)."""
+    return math.prod(_ratios(profile, variant, ctx))
+
+
+def _ratios(profile: Profile, variant: Variant, ctx: Context) -> list[float]:
+    """The then / now resource ratios this backend depends on, where both sides are known."""
+    pairs: list[tuple[float | None, float | None]]
+    if is_gpu_backend(variant, profile):
+        gpu_now = ctx.gpu_max_freq_hz or ctx.gpu_freq_hz
+        pairs = [(profile.gpu_max_freq_hz, gpu_now)]
+    else:
+        cpu_now = max(ctx.cpu_freqs_hz, default=None)
+        pairs = [
+            (
+                _parallelism(profile.threads, profile.cores),
+                _parallelism(profile.threads, ctx.cpu_online),
+            ),
+            (profile.cpu_max_freq_hz, cpu_now),
+        ]
+    return [then / now for then, now in pairs if then and now and then > 0 and now > 0]
+
+
+def _parallelism(threads: int, cores: int | None) -> int | None:
+    """Cores an engine with ``threads`` threads (0: one per core) can use on ``cores``."""
+    if cores is None:
+        return None
+    return min(threads, cores) if threads > 0 else cores
+
+
+def _nearness(source: _Source, variant: Variant, ctx: Context) -> tuple[float, int, str, str]:
+    """Sort key: least scaling, then most resources recorded, then names (deterministic)."""
+    ratios = _ratios(source.profile, variant, ctx)
+    return sum(abs(math.log(r)) for r in ratios), -len(ratios), source.device, source.mode
+
+
+def _energy(profile: Profile, p50_ms: float, *, exact: bool) -> tuple[float | None, bool]:
+    """(energy per call in mJ, whether estimated) for a call predicted to take ``p50_ms``.
+
+    Constant power: energy follows time, from the profiled batch-1 energy, else from the
+    profiled mean power. ``exact`` is True only for the profile's own mode, batch 1, and no
+    correction: anything else is a model, so it counts as estimated.
+    """
+    base_ms = profile.latency_ms(1)
+    if profile.energy_mj is not None and base_ms:
+        return profile.energy_mj * p50_ms / base_ms, profile.energy_estimated or not exact
+    if profile.power_mw is not None:
+        return profile.power_mw * p50_ms / 1000.0, True  # mW x ms = uJ
+    return None, True
+
+
+def _unmeasured(variant_id: str, accuracy: float | None, correction: float) -> Estimate:
+    return Estimate(
+        variant_id=variant_id,
+        accuracy=accuracy,
+        p50_ms=math.inf,
+        p99_ms=math.inf,
+        memory_mb=None,
+        power_mw=None,
+        energy_mj=None,
+        energy_estimated=True,
+        source=UNMEASURED,
+        correction=correction,
+    )
+
+
+def _clamp(correction: float) -> float:
+    return min(CORRECTION_MAX, max(CORRECTION_MIN, correction))
+
+
+def _mode_name(ctx: Context) -> str:
+    """The power mode profiles are keyed by: the Context's, else ``default``."""
+    return ctx.power_mode.name if ctx.power_mode is not None else DEFAULT_POWER_MODE
+
+
+def _sources(variant: Variant, batch: int) -> Iterator[_Source]:
+    """Every profile of ``variant`` that measured ``batch``."""
+    for device, modes in variant.profiles.items():
+        for mode, profile in modes.items():
+            if str(batch) in profile.latency:
+                yield _Source(profile, device, mode)
