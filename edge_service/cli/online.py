@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -165,38 +165,62 @@ def simulate(
     trace: Annotated[
         Path, typer.Option(help="JSONL Context trace (edge-service monitor --record)")
     ],
+    latency_budget: Annotated[float | None, typer.Option(help="p99 budget, ms")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="0..1")] = None,
+    memory_budget: Annotated[float | None, typer.Option(help="MB")] = None,
+    max_power: Annotated[float | None, typer.Option(help="mW")] = None,
+    objective: Annotated[str, typer.Option(help="accuracy, latency or energy")] = "accuracy",
+    cooldown: Annotated[float, typer.Option(help="seconds before a voluntary switch")] = 5.0,
     family: FamilyOpt = None,
     engines_dir: EnginesOpt = None,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Replay a Context trace through the policy: which variant would serve when, and why."""
+    """Replay a Context trace against the profiles (no inference): the budget policy vs
+    static-largest, static-smallest and an oracle: SLO violations, accuracy, energy, switches.
+    """
     setup_logging(verbose)
     try:
-        from edge_service.control.policy import SimpleRule, decide
-        from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+        from edge_service.control.budget import Policy
+        from edge_service.control.predictor import Predictor
+        from edge_service.hostinfo import device_name
         from edge_service.monitor.replay import read_trace
         from edge_service.repository import load_catalog
-        from edge_service.server.service import candidates
+        from edge_service.sim.replay import simulate as run
 
         settings = settings_from(family=family, engines_dir=engines_dir)
         catalog = load_catalog(settings.family_dir)
         contexts = read_trace(trace)
+        policy = Policy(
+            latency_budget_ms=latency_budget,
+            min_accuracy=min_accuracy,
+            memory_budget_mb=memory_budget,
+            max_power_mw=max_power,
+            objective=objective,  # type: ignore[arg-type]
+            cooldown_s=cooldown,
+        )
+        results = run(contexts, Predictor(catalog, device_name()), policy)
     except EdgeServiceError as exc:
         raise fail(exc) from exc
-    cands = candidates(catalog, device_name(), DEFAULT_POWER_MODE)
-    rule = SimpleRule(cpu_high=settings.cpu_pressure_high, mem_high=settings.mem_pressure_high)
-    current: str | None = None
-    last_change: float | None = None
-    rows: list[dict[str, Any]] = []
-    for ctx in contexts:
-        d = decide(ctx, cands, rule, current, last_change)
-        if d.changed:
-            current, last_change = d.variant_id, ctx.t
-        rows.append({"t": ctx.t, "variant": d.variant_id, "changed": d.changed, "reason": d.reason})
-    switches = sum(1 for r in rows if r["changed"])
-    human = (
-        "\n".join(f"t={r['t']:.1f} {r['variant']}: {r['reason']}" for r in rows if r["changed"])
-        + f"\n{len(rows)} contexts, {switches} switches"
-    )
-    emit({"decisions": rows, "switches": switches}, as_json, human)
+    payload = {
+        "contexts": len(contexts),
+        "policy": policy.to_dict(),
+        "strategies": [r.to_dict() for r in results],
+    }
+    if as_json:
+        emit(payload, True, "")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(contexts)} contexts from {trace.name}")
+    for col in ("strategy", "SLO violations", "mean top-1", "energy mJ", "switches"):
+        table.add_column(col)
+    for r in results:
+        energy = (
+            "-"
+            if r.mean_energy_mj is None
+            else (f"{r.mean_energy_mj:.3f}" + (" (est.)" if r.energy_estimated else ""))
+        )
+        acc = "-" if r.mean_accuracy is None else f"{r.mean_accuracy:.4f}"
+        table.add_row(r.name, f"{r.slo_violation_rate:.1%}", acc, energy, str(r.switches))
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""Simulation: replay a Context trace against the catalog's profiles, no inference."""
