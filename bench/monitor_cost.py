@@ -44,12 +44,17 @@ def main() -> None:
     args = parser.parse_args()
     from jetson_boards import build_tree  # the test fixtures' tree builder
 
-    rows = ["| source | samples | CPU per sample | share of one core at 10 Hz |",
-            "|---|---|---|---|"]
+    rows = [
+        "| source | samples | CPU per sample | share of one core at 10 Hz |",
+        "|---|---|---|---|",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
-        sources = {"linux (this machine)": LinuxSource(),
-                   "tegra (AGX Orin JP6.0 fixture tree)":
-                       TegraSource(root=build_tree("agx-orin-jp6.0", Path(tmp)))}
+        sources = {
+            "linux (this machine)": LinuxSource(),
+            "tegra (AGX Orin JP6.0 fixture tree)": TegraSource(
+                root=build_tree("agx-orin-jp6.0", Path(tmp))
+            ),
+        }
         for name, source in sources.items():
             share, ms, n = cost(source, args.seconds)
             rows.append(f"| {name} | {n} | {ms:.3f} ms | **{share:.2%}** |")
@@ -57,7 +62,8 @@ def main() -> None:
             source.close()
     body = "\n".join(rows) + (
         "\n\nTarget: <= 1% of one core at 10 Hz. CPU time is the process's own "
-        "(time.process_time) inside sample(), over wall time.")
+        "(time.process_time) inside sample(), over wall time."
+    )
     write_section("monitor_cost", "Monitor sampling cost (issue 5)", body)
 
 
