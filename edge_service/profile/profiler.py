@@ -73,10 +73,9 @@ from edge_service.repository import (
     Profile,
     Variant,
     save_catalog,
-    verified_artifact_path,
 )
 from edge_service.runtime.engine import Engine
-from edge_service.runtime.ort_engine import OrtEngine, default_providers
+from edge_service.runtime.loader import open_engine
 
 log = logging.getLogger(__name__)
 
@@ -324,26 +323,6 @@ def prime_runtime(variants: Iterable[Variant], family_dir: Path) -> bool:
             engine.close()
         break
     return True
-
-
-def open_engine(variant: Variant, family_dir: Path, threads: int) -> Engine:
-    """The variant's engine, loaded, after its checksum is verified (CatalogError if not)."""
-    path = verified_artifact_path(family_dir, variant.artifact)
-    engine: Engine
-    if variant.backend == "tensorrt":
-        from edge_service.runtime.trt_engine import TrtEngine
-
-        engine = TrtEngine(path, variant_id=variant.id, precision=variant.precision)
-    else:
-        engine = OrtEngine(
-            path,
-            variant_id=variant.id,
-            precision=variant.precision,
-            threads=threads,
-            providers=default_providers(),
-        )
-    engine.load()
-    return engine
 
 
 def is_fresh(variant: Variant, family_dir: Path, device: str, mode: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,9 @@ from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.monitor.emulated import EmulatedNvpModel
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
-from edge_service.repository import Catalog, load_catalog, verified_artifact_path
+from edge_service.repository import Catalog, load_catalog
 from edge_service.runtime.engine import Engine
-from edge_service.runtime.ort_engine import OrtEngine, default_providers
+from edge_service.runtime.loader import open_engine
 from edge_service.runtime.pool import EnginePool
 
 log = logging.getLogger(__name__)
@@ -98,27 +99,11 @@ def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate
     return out
 
 
-def engine_loader(catalog: Catalog, family_dir: Path, threads: int):  # type: ignore[no-untyped-def]
+def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[[str], Engine]:
     """A ``variant_id -> loaded Engine`` function over the repository (checksums verified)."""
 
     def load(variant_id: str) -> Engine:
-        variant = catalog.variant(variant_id)
-        path = verified_artifact_path(family_dir, variant.artifact)
-        engine: Engine
-        if variant.backend == "tensorrt":
-            from edge_service.runtime.trt_engine import TrtEngine
-
-            engine = TrtEngine(path, variant_id=variant.id, precision=variant.precision)
-        else:
-            engine = OrtEngine(
-                path,
-                variant_id=variant.id,
-                precision=variant.precision,
-                threads=threads,
-                providers=default_providers(),
-            )
-        engine.load()
-        return engine
+        return open_engine(catalog.variant(variant_id), family_dir, threads)
 
     return load
 
