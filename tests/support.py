@@ -91,3 +91,39 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             pass
         time.sleep(0.2)
     pytest.fail(f"server not ready in 60 s:\n{log.read_text()}")
+
+
+def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:
+    """images (batch, 3, size, size) -> [conv 3x3 to ``hidden``] -> conv 3x3 -> global pool
+    -> logits (batch, classes); ``hidden`` makes a bigger network."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    c_in, nodes, inits, x = 3, [], [], "images"
+    if hidden:
+        inits.append(
+            numpy_helper.from_array(rng.normal(0, 0.5, (hidden, 3, 3, 3)).astype(np.float32), "w0")
+        )
+        nodes += [
+            helper.make_node("Conv", ["images", "w0"], ["h"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["h"], ["hr"]),
+        ]
+        c_in, x = hidden, "hr"
+    inits.append(
+        numpy_helper.from_array(rng.normal(0, 0.5, (classes, c_in, 3, 3)).astype(np.float32), "w")
+    )
+    nodes += [
+        helper.make_node("Conv", [x, "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["logits"]),
+    ]
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])
+    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
+    graph = helper.make_graph(nodes, "g", [inp], [out], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

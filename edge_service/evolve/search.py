@@ -29,8 +29,9 @@ from torch import nn
 
 from edge_service.build.export import export_onnx
 from edge_service.data.fashion import Split
-from edge_service.data.preprocess import InputSpec, preprocess
+from edge_service.data.preprocess import InputSpec
 from edge_service.evolve.supernet import MultiBranchNet
+from edge_service.evolve.train import evaluate
 from edge_service.profile.latency import measure_latency
 from edge_service.runtime.ort_engine import OrtEngine
 from edge_service.variants import IDENTITY, VariantSpec
@@ -61,13 +62,7 @@ class Prediction:
 
 def accuracy(net: nn.Module, split: Split, spec: InputSpec, batch: int = 500) -> float:
     """Top-1 of ``net`` (in its current routing) on ``split``."""
-    net.eval()
-    correct = 0
-    with torch.inference_mode():
-        for s in range(0, len(split), batch):
-            x = torch.from_numpy(preprocess(split.images[s : s + batch], spec))
-            correct += int((net(x).argmax(1).numpy() == split.labels[s : s + batch]).sum())
-    return correct / max(len(split), 1)
+    return evaluate(net, split, spec, batch)
 
 
 def at_size(spec: InputSpec, size: int) -> InputSpec:

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from support import onnx_classifier as classifier
 from support import run_server
 
 from edge_service.repository import load_catalog
@@ -28,34 +29,6 @@ def _save(path: Path, nodes, inputs, outputs, inits) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
-
-
-def classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:
-    """images (batch, 3, size, size) -> [conv 3x3 to ``hidden``] -> conv 3x3 -> global pool
-    -> logits (batch, classes); ``hidden`` makes a bigger network."""
-    rng = np.random.default_rng(seed)
-    c_in, nodes, inits, x = 3, [], [], "images"
-    if hidden:
-        inits.append(
-            numpy_helper.from_array(rng.normal(0, 0.5, (hidden, 3, 3, 3)).astype(np.float32), "w0")
-        )
-        nodes += [
-            helper.make_node("Conv", ["images", "w0"], ["h"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["h"], ["hr"]),
-        ]
-        c_in, x = hidden, "hr"
-    inits.append(
-        numpy_helper.from_array(rng.normal(0, 0.5, (classes, c_in, 3, 3)).astype(np.float32), "w")
-    )
-    nodes += [
-        helper.make_node("Conv", [x, "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["logits"]),
-    ]
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])
-    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
-    return _save(path, nodes, [inp], [out], inits)
 
 
 def detector(path: Path, box: tuple[float, float, float, float], scores: tuple[float, ...]):

@@ -7,8 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support import onnx_classifier as classifier
 from unit.monitor.jetson_boards import ORIN_NANO, build_tree, fixture_text
 
 from edge_service.build.byo import OnnxFamilyRequest, build_from_onnx
@@ -23,41 +23,10 @@ from edge_service.profile.profiler import ProfileEvent, is_fresh, profile_family
 from edge_service.repository import Catalog, load_catalog
 
 onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 DEVICE = "test-box"
 CORES = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
 pytestmark = pytest.mark.skipif(not CORES, reason="emulated power modes need CPU affinity")
-
-
-def classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:
-    """images (batch, 3, size, size) -> [conv 3x3 to ``hidden``] -> conv 3x3 -> global pool
-    -> logits (batch, classes) (copied from tests/integration/test_byo_family.py)."""
-    rng = np.random.default_rng(seed)
-    c_in, nodes, inits, x = 3, [], [], "images"
-    if hidden:
-        w0 = rng.normal(0, 0.5, (hidden, 3, 3, 3)).astype(np.float32)
-        inits.append(numpy_helper.from_array(w0, "w0"))
-        nodes += [
-            helper.make_node("Conv", ["images", "w0"], ["h"], pads=[1, 1, 1, 1]),
-            helper.make_node("Relu", ["h"], ["hr"]),
-        ]
-        c_in, x = hidden, "hr"
-    w = rng.normal(0, 0.5, (classes, c_in, 3, 3)).astype(np.float32)
-    inits.append(numpy_helper.from_array(w, "w"))
-    nodes += [
-        helper.make_node("Conv", [x, "w"], ["c"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"]),
-        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
-        helper.make_node("Flatten", ["g"], ["logits"]),
-    ]
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])
-    out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
-    graph = helper.make_graph(nodes, "g", [inp], [out], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.fixture
