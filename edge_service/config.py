@@ -42,6 +42,11 @@ class Settings(BaseSettings):
         description="off-Jetson: emulated power mode to serve in (0 MAXN, 1 HALF, 2 MIN)",
     )
     monitor_replay_speed: float = Field(1.0, gt=0.0)
+    latency_budget_ms: float | None = Field(None, gt=0, description="p99 budget (budget policy)")
+    min_accuracy: float | None = Field(None, ge=0, le=1)
+    memory_budget_mb: float | None = Field(None, gt=0)
+    max_power_mw: float | None = Field(None, gt=0)
+    cooldown_s: float = Field(5.0, ge=0, description="wait before a voluntary (upgrade) switch")
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)
     events_kept: int = Field(256, ge=1)

@@ -9,14 +9,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
 from edge_service.errors import EngineError
+from edge_service.repository import parse_catalog
 from edge_service.runtime.engine import EngineBase, EngineInfo
+from edge_service.variants import VariantSpec
 
 
 class ConstantEngine(EngineBase):
@@ -127,3 +131,43 @@ def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int 
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()
+
+
+def _profiled_variant(stages, acc: float, ms: dict[str, float]) -> dict[str, Any]:
+    spec = VariantSpec(stages, "fp32", 28, 28, "evolve")
+    profile = {
+        mode: {
+            "backend": "onnxruntime",
+            "threads": 0,
+            "measured_at": NOW,
+            "latency": {"1": {"p50_ms": v, "p99_ms": v * 1.2, "mean_ms": v, "runs": 10}},
+        }
+        for mode, v in ms.items()
+    }
+    return {
+        "id": spec.id,
+        "spec": spec.to_dict(),
+        "backend": "onnxruntime",
+        "artifact": {"path": f"{spec.family_key}/fp32.onnx", "sha256": "0" * 64, "bytes": 1},
+        "accuracy": {"top1": acc, "examples": 100},
+        "profiles": {"dev": profile},
+    }
+
+
+# two variants profiled in MAXN and MIN on device 'dev'
+PROFILED = parse_catalog(
+    {
+        "schema_version": 1,
+        "family": "fashion",
+        "task": "classification",
+        "labels": ["a"],
+        "input": {"shape": ["batch", 1, 28, 28], "mean": 0.5, "std": 0.5},
+        "variants": [
+            _profiled_variant(("id",), 0.93, {"MAXN": 1.0, "MIN": 3.0}),
+            _profiled_variant(("dw",), 0.90, {"MAXN": 0.3, "MIN": 0.9}),
+        ],
+    }
+)

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 
 from edge_service.control.events import AdaptationEvent, EventLog
-from edge_service.control.policy import Candidate, Decision, SimpleRule, decide, most_accurate
+from edge_service.control.policy import Decision
+from edge_service.control.strategy import Strategy
 from edge_service.errors import EdgeServiceError
 from edge_service.monitor.context import Context
 from edge_service.monitor.source import MonitorSource
@@ -39,15 +40,11 @@ class AdaptationLoop:
         *,
         source: MonitorSource,
         pool: EnginePool,
-        candidates: list[Candidate],
-        rule: SimpleRule,
+        strategy: Strategy,
         events: EventLog,
         period_s: float = 0.5,
     ) -> None:
-        if not candidates:
-            raise ValueError("the adaptation loop needs at least one candidate variant")
-        self._source, self._pool, self._rule = source, pool, rule
-        self._candidates = {c.variant_id: c for c in candidates}
+        self._source, self._pool, self.strategy = source, pool, strategy
         self.events = events
         self._period = period_s
         self._stop = threading.Event()
@@ -92,18 +89,15 @@ class AdaptationLoop:
             )
             return None
         current = self._pool.active_id
-        decision = decide(
-            ctx, list(self._candidates.values()), self._rule, current, self._last_change_t
-        )
+        decision = self.strategy.decide(ctx, current, self._last_change_t)
         self._context, self._decision = ctx, decision
         if current is None or decision.changed:
             self._switch(ctx.t, ctx, current, decision)
         return decision
 
     def _activate_default(self) -> None:
-        pick = most_accurate(list(self._candidates.values()))
         decision = Decision(
-            variant_id=pick.variant_id,
+            variant_id=self.strategy.default(),
             constrained=False,
             changed=True,
             reason="monitor unavailable -> most accurate",
@@ -137,7 +131,7 @@ class AdaptationLoop:
                 to_variant=decision.variant_id,
                 reason=decision.reason,
                 context=summary,
-                predicted_latency_ms=self._candidates[decision.variant_id].latency_ms,
+                predicted_latency_ms=self.strategy.predicted_ms(decision.variant_id),
                 error=error,
             )
         )

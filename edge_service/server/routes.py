@@ -86,6 +86,7 @@ def _infer_sync(service: Service, image: np.ndarray, k: int, started: float) -> 
         output = engine.infer(batch)
         ran = time.perf_counter()
         info = engine.info()
+    service.loop.strategy.observe(variant_id, (ran - decoded) * 1e3)
     labels = service.catalog.labels
     predictions, detections = [], None
     if service.catalog.task == "detection":

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_service.config import Settings
+from edge_service.control.budget import Policy
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.control.predictor import Predictor
+from edge_service.control.strategy import BudgetStrategy, PressureStrategy, Strategy
 from edge_service.data.pipeline import Preprocess
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.monitor.emulated import EmulatedNvpModel
@@ -108,6 +111,31 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[
     return load
 
 
+def make_strategy(settings: Settings, catalog: Catalog, device: str) -> Strategy:
+    """The budget policy when the operator set any budget, else the pressure rule."""
+    policy = Policy(
+        latency_budget_ms=settings.latency_budget_ms,
+        min_accuracy=settings.min_accuracy,
+        memory_budget_mb=settings.memory_budget_mb,
+        max_power_mw=settings.max_power_mw,
+        cooldown_s=settings.cooldown_s,
+    )
+    budgets = (
+        policy.latency_budget_ms,
+        policy.min_accuracy,
+        policy.memory_budget_mb,
+        policy.max_power_mw,
+    )
+    if any(b is not None for b in budgets):
+        return BudgetStrategy(Predictor(catalog, device), policy)
+    rule = SimpleRule(
+        cpu_high=settings.cpu_pressure_high,
+        mem_high=settings.mem_pressure_high,
+        upgrade_cooldown_s=settings.cooldown_s,
+    )
+    return PressureStrategy(candidates(catalog, device, DEFAULT_POWER_MODE), rule)
+
+
 def _emulated_power_mode(settings: Settings) -> tuple[EmulatedNvpModel | None, int]:
     """With EDGE_POWER_MODE set (off-Jetson), pin the process to that emulated mode's cores
     and size the inference threads to it; returns the mode keeper and the thread count."""
@@ -142,8 +170,7 @@ def start_service(settings: Settings, source: MonitorSource | None = None) -> Se
     loop = AdaptationLoop(
         source=src,
         pool=pool,
-        candidates=candidates(catalog, device, DEFAULT_POWER_MODE),
-        rule=SimpleRule(cpu_high=settings.cpu_pressure_high, mem_high=settings.mem_pressure_high),
+        strategy=make_strategy(settings, catalog, device),
         events=events,
         period_s=settings.monitor_period_s,
     )

@@ -87,3 +87,18 @@ def test_server_runs_on_one_core_when_started_in_emulated_min_power_mode(engines
         assert ctx["cpu_online"] == 1  # the process is pinned to the mode's single core
         r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=5)
         assert r.status_code == 200
+
+
+def test_server_follows_budget_policy_when_a_latency_budget_is_set(engines_dir, tmp_path):
+    with run_server(
+        engines_dir,
+        tmp_path / "server.log",
+        EDGE_LATENCY_BUDGET_MS="50",
+        EDGE_MONITOR_SOURCE="linux",
+    ) as url:
+        r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=5)
+        assert r.status_code == 200
+        status = httpx.get(f"{url}/v1/status", timeout=5).json()
+    assert status["decision"]["constrained"] is False  # 50 ms fits every variant here
+    assert status["active_variant"].startswith("base@")  # so the most accurate serves
+    assert "feasible" in status["decision"]["reason"]

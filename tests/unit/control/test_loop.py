@@ -9,6 +9,7 @@ from support import ConstantEngine
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.control.strategy import PressureStrategy
 from edge_service.errors import EngineError, MonitorError
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
@@ -45,8 +46,7 @@ def _loop(source, loader=ConstantEngine, events=None) -> tuple[AdaptationLoop, E
     loop = AdaptationLoop(
         source=source,
         pool=pool,
-        candidates=CANDIDATES,
-        rule=RULE,
+        strategy=PressureStrategy(CANDIDATES, RULE),
         events=events or EventLog(16),
         period_s=0.01,
     )

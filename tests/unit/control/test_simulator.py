@@ -2,55 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
-
 import pytest
+from support import PROFILED as CATALOG
 
 from edge_service.control.budget import Policy
 from edge_service.control.predictor import Predictor
 from edge_service.monitor.context import Context, PowerMode
-from edge_service.repository import parse_catalog
 from edge_service.sim.replay import simulate
-from edge_service.variants import VariantSpec
-
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()
-
-
-def _variant(stages, acc: float, ms: dict[str, float]) -> dict[str, Any]:
-    spec = VariantSpec(stages, "fp32", 28, 28, "evolve")
-    profile = {
-        mode: {
-            "backend": "onnxruntime",
-            "threads": 0,
-            "measured_at": NOW,
-            "latency": {"1": {"p50_ms": v, "p99_ms": v * 1.2, "mean_ms": v, "runs": 10}},
-        }
-        for mode, v in ms.items()
-    }
-    return {
-        "id": spec.id,
-        "spec": spec.to_dict(),
-        "backend": "onnxruntime",
-        "artifact": {"path": f"{spec.family_key}/fp32.onnx", "sha256": "0" * 64, "bytes": 1},
-        "accuracy": {"top1": acc, "examples": 100},
-        "profiles": {"dev": profile},
-    }
-
-
-CATALOG = parse_catalog(
-    {
-        "schema_version": 1,
-        "family": "fashion",
-        "task": "classification",
-        "labels": ["a"],
-        "input": {"shape": ["batch", 1, 28, 28], "mean": 0.5, "std": 0.5},
-        "variants": [
-            _variant(("id",), 0.93, {"MAXN": 1.0, "MIN": 3.0}),
-            _variant(("dw",), 0.90, {"MAXN": 0.3, "MIN": 0.9}),
-        ],
-    }
-)
 
 
 def _trace(modes: list[str]) -> list[Context]:

@@ -1,0 +1,76 @@
+"""The loop under the budget strategy: power-mode changes and contention move the engine."""
+
+from __future__ import annotations
+
+from support import PROFILED, ConstantEngine
+
+from edge_service.control.budget import Policy
+from edge_service.control.events import EventLog
+from edge_service.control.loop import AdaptationLoop
+from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.control.predictor import Predictor
+from edge_service.control.strategy import BudgetStrategy, PressureStrategy
+from edge_service.monitor.context import Context, PowerMode
+from edge_service.monitor.replay import ReplaySource
+from edge_service.runtime.pool import EnginePool
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ctx(t: float, mode: str) -> Context:
+    return Context(
+        t=t,
+        source="trace",
+        cpu_online=2,
+        cpu_load=0.1,
+        mem_available_mb=1000,
+        mem_total_mb=2000,
+        power_mode=PowerMode(0 if mode == "MAXN" else 2, mode),
+    )
+
+
+def _loop(modes: list[str], cooldown: float = 0.0):
+    clock = Clock()
+    source = ReplaySource([_ctx(float(i), m) for i, m in enumerate(modes)], clock=clock)
+    strategy = BudgetStrategy(
+        Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0, cooldown_s=cooldown)
+    )
+    pool = EnginePool(ConstantEngine)
+    loop = AdaptationLoop(source=source, pool=pool, strategy=strategy, events=EventLog(16))
+    return loop, pool, clock
+
+
+def test_budget_loop_downgrades_when_power_mode_drops_and_returns_after() -> None:
+    loop, pool, clock = _loop(["MAXN", "MIN", "MAXN"])
+    served = []
+    for now in (0.0, 1.0, 2.0):
+        clock.now = now
+        loop.tick()
+        served.append(pool.active_id)
+    assert served == ["base@fp32", "dw@fp32", "base@fp32"]
+    assert loop.events.recent()[1].predicted_latency_ms == 0.9
+
+
+def test_observed_contention_moves_to_faster_variant_when_engine_runs_slow() -> None:
+    loop, pool, clock = _loop(["MAXN"] * 3)
+    loop.tick()
+    assert pool.active_id == "base@fp32"
+    for _ in range(10):  # base takes 3x its profile: another process is eating the CPU
+        loop.strategy.observe("base@fp32", 3.0)
+    clock.now = 1.0
+    loop.tick()
+    assert pool.active_id == "dw@fp32"
+    assert "budget" in loop.events.recent()[-1].reason
+
+
+def test_default_is_most_accurate_when_monitor_cannot_be_read() -> None:
+    strategy = BudgetStrategy(Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0))
+    assert strategy.default() == "base@fp32"
+    pressure = PressureStrategy([Candidate("a", 0.9, 1.0), Candidate("b", 0.8, 0.1)], SimpleRule())
+    assert pressure.default() == "a" and pressure.predicted_ms("b") == 0.1
