@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     min_accuracy: float | None = Field(None, ge=0, le=1)
     memory_budget_mb: float | None = Field(None, gt=0)
     max_power_mw: float | None = Field(None, gt=0)
+    preload_memory_mb: float = Field(
+        64.0, ge=0, description="memory for engines kept on standby next to the active one"
+    )
     cooldown_s: float = Field(5.0, ge=0, description="wait before a voluntary (upgrade) switch")
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)

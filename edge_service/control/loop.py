@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_service.control.events import AdaptationEvent, EventLog
@@ -43,8 +44,12 @@ class AdaptationLoop:
         strategy: Strategy,
         events: EventLog,
         period_s: float = 0.5,
+        preload_memory_mb: float = 0.0,
+        engine_memory_mb: Callable[[str], float] | None = None,
     ) -> None:
         self._source, self._pool, self.strategy = source, pool, strategy
+        self._preload_mb = preload_memory_mb
+        self._engine_mb = engine_memory_mb or (lambda _: 0.0)
         self.events = events
         self._period = period_s
         self._stop = threading.Event()
@@ -89,7 +94,7 @@ class AdaptationLoop:
             )
             return None
         current = self._pool.active_id
-        decision = self.strategy.decide(ctx, current, self._last_change_t)
+        decision = self.strategy.decide(ctx, current, self._last_change_t, self._pool.unhealthy)
         self._context, self._decision = ctx, decision
         if current is None or decision.changed:
             self._switch(ctx.t, ctx, current, decision)
@@ -111,6 +116,7 @@ class AdaptationLoop:
         try:
             self._pool.activate(decision.variant_id)
             self._last_change_t = t
+            self._preload(decision.variant_id)
         except EdgeServiceError as exc:
             error = exc.message
             log.error("could not activate %s: %s", decision.variant_id, exc.message)
@@ -142,6 +148,19 @@ class AdaptationLoop:
             decision.reason,
             f" FAILED: {error}" if error else "",
         )
+
+    def _preload(self, active: str) -> None:
+        """Load the active variant's neighbours on standby, nearest first, within budget."""
+        if self._preload_mb <= 0:
+            return
+        chosen, used = [], 0.0
+        for vid in self.strategy.neighbours(active):
+            cost = self._engine_mb(vid)
+            if used + cost > self._preload_mb:
+                break
+            chosen.append(vid)
+            used += cost
+        self._pool.preload(chosen)
 
     def state(self) -> LoopState:
         return LoopState(self._context, self._decision, self._ticks, self._source_errors)

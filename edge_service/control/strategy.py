@@ -24,8 +24,20 @@ class Strategy(Protocol):
 
     name: str
 
-    def decide(self, ctx: Context, current: str | None, last_change_t: float | None) -> Decision:
-        """The variant to serve in ``ctx``."""
+    def decide(
+        self,
+        ctx: Context,
+        current: str | None,
+        last_change_t: float | None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Decision:
+        """The variant to serve in ``ctx``, never one of ``exclude`` (unhealthy ones)
+        unless nothing else is left."""
+        ...
+
+    def neighbours(self, variant_id: str) -> list[str]:
+        """Variants next to ``variant_id`` in expected latency, nearest first (what a
+        switch is likeliest to need next)."""
         ...
 
     def default(self) -> str:
@@ -52,8 +64,24 @@ class PressureStrategy:
         self._candidates = {c.variant_id: c for c in candidates}
         self._rule = rule
 
-    def decide(self, ctx: Context, current: str | None, last_change_t: float | None) -> Decision:
-        return decide(ctx, list(self._candidates.values()), self._rule, current, last_change_t)
+    def decide(
+        self,
+        ctx: Context,
+        current: str | None,
+        last_change_t: float | None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Decision:
+        pool = [c for c in self._candidates.values() if c.variant_id not in exclude]
+        return decide(
+            ctx, pool or list(self._candidates.values()), self._rule, current, last_change_t
+        )
+
+    def neighbours(self, variant_id: str) -> list[str]:
+        order = sorted(
+            self._candidates.values(),
+            key=lambda c: c.latency_ms if c.latency_ms is not None else math.inf,
+        )
+        return _around([c.variant_id for c in order], variant_id)
 
     def default(self) -> str:
         return most_accurate(list(self._candidates.values())).variant_id
@@ -77,17 +105,29 @@ class BudgetStrategy:
         self._lock = threading.Lock()
         self._last: dict[str, Estimate] = {}
 
-    def decide(self, ctx: Context, current: str | None, last_change_t: float | None) -> Decision:
+    def decide(
+        self,
+        ctx: Context,
+        current: str | None,
+        last_change_t: float | None,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Decision:
         estimates = self._predictor.estimates(ctx)
         with self._lock:
             self._last = {e.variant_id: e for e in estimates}
-        choice = choose(ctx, estimates, self._policy, PolicyState(current, last_change_t))
+        usable = [e for e in estimates if e.variant_id not in exclude] or estimates
+        choice = choose(ctx, usable, self._policy, PolicyState(current, last_change_t))
         return Decision(
             variant_id=choice.variant_id,
             reason=choice.reason,
             constrained=not choice.feasible,
             changed=choice.changed,
         )
+
+    def neighbours(self, variant_id: str) -> list[str]:
+        with self._lock:
+            order = sorted(self._last.values(), key=lambda e: e.p50_ms)
+        return _around([e.variant_id for e in order], variant_id)
 
     def default(self) -> str:
         ctx = Context(
@@ -107,3 +147,16 @@ class BudgetStrategy:
             e = self._last.get(variant_id)
         if e is not None and math.isfinite(e.model_p50_ms) and e.model_p50_ms > 0:
             self._predictor.observe(variant_id, observed_ms, e.model_p50_ms)
+
+
+def _around(order: list[str], variant_id: str) -> list[str]:
+    """The ids next to ``variant_id`` in ``order``, nearest first, alternating sides."""
+    if variant_id not in order:
+        return []
+    i = order.index(variant_id)
+    out = []
+    for step in range(1, len(order)):
+        for j in (i - step, i + step):
+            if 0 <= j < len(order):
+                out.append(order[j])
+    return out

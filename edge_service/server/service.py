@@ -23,7 +23,7 @@ from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.monitor.emulated import EmulatedNvpModel
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
-from edge_service.repository import Catalog, load_catalog
+from edge_service.repository import Catalog, Variant, load_catalog
 from edge_service.runtime.engine import Engine
 from edge_service.runtime.loader import open_engine
 from edge_service.runtime.pool import EnginePool
@@ -111,6 +111,18 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[
     return load
 
 
+def engine_memory_mb(variant: Variant) -> float:
+    """What loading a variant costs: its profiled peak memory, else a guess from its size
+    (weights plus the runtime's working set, a few MB for these models)."""
+    measured = [
+        p.memory_mb
+        for modes in variant.profiles.values()
+        for p in modes.values()
+        if p.memory_mb is not None
+    ]
+    return max(measured) if measured else 3 * variant.artifact.bytes / 1e6 + 4.0
+
+
 def make_strategy(settings: Settings, catalog: Catalog, device: str) -> Strategy:
     """The budget policy when the operator set any budget, else the pressure rule."""
     policy = Policy(
@@ -173,6 +185,8 @@ def start_service(settings: Settings, source: MonitorSource | None = None) -> Se
         strategy=make_strategy(settings, catalog, device),
         events=events,
         period_s=settings.monitor_period_s,
+        preload_memory_mb=settings.preload_memory_mb,
+        engine_memory_mb=lambda vid: engine_memory_mb(catalog.variant(vid)),
     )
     loop.start()
     log.info(

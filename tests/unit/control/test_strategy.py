@@ -10,6 +10,7 @@ from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.control.predictor import Predictor
 from edge_service.control.strategy import BudgetStrategy, PressureStrategy
+from edge_service.errors import EngineError
 from edge_service.monitor.context import Context, PowerMode
 from edge_service.monitor.replay import ReplaySource
 from edge_service.runtime.pool import EnginePool
@@ -74,3 +75,45 @@ def test_default_is_most_accurate_when_monitor_cannot_be_read() -> None:
     assert strategy.default() == "base@fp32"
     pressure = PressureStrategy([Candidate("a", 0.9, 1.0), Candidate("b", 0.8, 0.1)], SimpleRule())
     assert pressure.default() == "a" and pressure.predicted_ms("b") == 0.1
+
+
+def test_unhealthy_variant_is_not_chosen_again_when_its_load_failed() -> None:
+    clock = Clock()
+    source = ReplaySource([_ctx(float(i), "MAXN") for i in range(3)], clock=clock)
+
+    def loader(vid: str) -> ConstantEngine:
+        if vid == "base@fp32":
+            raise EngineError("corrupt artifact")
+        return ConstantEngine(vid)
+
+    pool = EnginePool(loader)
+    loop = AdaptationLoop(
+        source=source,
+        pool=pool,
+        events=EventLog(16),
+        strategy=BudgetStrategy(
+            Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0, cooldown_s=0)
+        ),
+    )
+    for now in (0.0, 1.0, 2.0):
+        clock.now = now
+        loop.tick()
+    failed = [e for e in loop.events.recent() if e.error]
+    assert len(failed) == 1  # tried once, then excluded
+    assert pool.active_id == "dw@fp32"
+
+
+def test_neighbours_are_preloaded_within_budget_when_a_switch_happens() -> None:
+    clock = Clock()
+    source = ReplaySource([_ctx(0.0, "MAXN")], clock=clock)
+    pool = EnginePool(ConstantEngine)
+    loop = AdaptationLoop(
+        source=source,
+        pool=pool,
+        events=EventLog(16),
+        strategy=BudgetStrategy(Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0)),
+        preload_memory_mb=10.0,
+        engine_memory_mb=lambda _: 8.0,
+    )
+    loop.tick()
+    assert pool.active_id == "base@fp32" and pool.standby == ("dw@fp32",)

@@ -108,3 +108,34 @@ def test_infer_refuses_batch_when_shape_or_dtype_wrong() -> None:
         engine.infer(np.zeros((1, 1, 4, 4), dtype=np.float64))
     with pytest.raises(BadInputError, match="shape"):
         engine.infer(np.zeros((1, 1, 5, 4), dtype=np.float32))
+
+
+def test_preloaded_engine_swaps_in_without_loading_when_on_standby() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    pool.preload(["b", "c"])
+    assert set(pool.standby) == {"b", "c"} and set(made) == {"a", "b", "c"}
+    pool.activate("b")
+    assert set(made) == {"a", "b", "c"}  # nothing new was loaded
+    assert pool.active_id == "b" and "b" not in pool.standby
+    assert pool.last_swap_ms is not None and pool.last_swap_ms < 5.0
+
+
+def test_standby_is_trimmed_and_closed_when_neighbours_change() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    pool.preload(["b", "c"])
+    pool.preload(["c"])
+    assert pool.standby == ("c",) and made["b"].closed
+
+
+def test_failed_load_marks_variant_unhealthy_and_keeps_serving_when_it_breaks() -> None:
+    pool, _ = _pool()
+    pool.activate("a")
+    pool.preload(["broken"])  # best effort: no raise
+    assert "broken" in pool.unhealthy and pool.standby == ()
+    with pytest.raises(EngineError):
+        pool.activate("broken")
+    assert pool.active_id == "a" and "broken" in pool.unhealthy
+    pool.forgive("broken")
+    assert "broken" not in pool.unhealthy
