@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_service.config import Settings
@@ -43,14 +43,20 @@ class Service:
     source: MonitorSource
     device: str
     started_at: float
+    _preprocess: dict[str | None, Preprocess] = field(default_factory=dict)
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
         """How a request becomes one variant's input (its own resolution); without a
         variant, the family's native input (enough for decoding)."""
-        if variant_id is None:
-            return self.catalog.input.preprocess()
-        variant = self.catalog.variant(variant_id)
-        return self.catalog.input.preprocess(variant.variant_spec.input_size)
+        cached = self._preprocess.get(variant_id)
+        if cached is None:  # once per variant: the hot path of /v1/infer reads the cache
+            size = (
+                None
+                if variant_id is None
+                else (self.catalog.variant(variant_id).variant_spec.input_size)
+            )
+            cached = self._preprocess[variant_id] = self.catalog.input.preprocess(size)
+        return cached
 
     def warm_up(self) -> None:
         """One request's path end to end (PNG decode, preprocess, engine), so the first
