@@ -38,6 +38,14 @@ def train(
         int, typer.Option(min=0, help="train on a seeded subset (0 = all 60k)")
     ] = 0,
     test_limit: Annotated[int, typer.Option(min=0, help="evaluate on a subset (0 = all)")] = 0,
+    hold_out: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="leave the last N train images out (evolve's validation "
+            "split is the last 5,000: --hold-out 5000 keeps it unseen)",
+        ),
+    ] = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0 = default)")] = 0,
     tiny: Annotated[bool, typer.Option(help="a tiny model, for smoke tests")] = False,
     as_json: JsonOpt = False,
@@ -66,6 +74,10 @@ def train(
             model=model_cfg,
         )
         train_split = load_split(settings.data_dir, "train")
+        if hold_out:
+            from edge_service.evolve.run import split_train_val
+
+            train_split, _ = split_train_val(train_split, hold_out, 0, seed)
         test_split = load_split(settings.data_dir, "test")
         if test_limit:
             test_split = test_split.subset(test_limit, seed)
@@ -78,6 +90,7 @@ def train(
             "train_seconds": round(result.seconds, 1),
             "params": result.params,
             "seed": seed,
+            "held_out": hold_out,
             "command": "edge-service " + " ".join(sys.argv[1:]),
             "torch": str(__import__("torch").__version__),
         }

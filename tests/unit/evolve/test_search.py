@@ -75,3 +75,16 @@ def test_thin_keeps_ends_and_at_most_max_when_front_is_long() -> None:
 def test_thin_returns_front_unchanged_when_short() -> None:
     front = [_pred(1, 0.5), _pred(2, 0.6)]
     assert thin(front, 12) == front
+
+
+def test_validation_split_is_the_train_tail_and_disjoint_when_held_out() -> None:
+    import numpy as np
+
+    from edge_service.data.fashion import Split
+    from edge_service.evolve.run import split_train_val
+
+    images = np.arange(60, dtype=np.uint8).reshape(60, 1, 1).repeat(2, axis=1)
+    data = Split(images, np.arange(60))
+    rest, val = split_train_val(data, 10, 0, 0)
+    assert list(val.labels) == list(range(50, 60))
+    assert set(rest.labels).isdisjoint(val.labels) and len(rest) == 50
