@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge_service.config import DEFAULT_FASHION_DIR, REPO_ROOT
-from edge_service.data.fashion import Split, load_split
+from edge_service.data.fashion import Split, load_split, selection_split
 
 BASE_WEIGHTS = REPO_ROOT / "models" / "fashion" / "base.pt"
 EVOLVED = REPO_ROOT / "models" / "fashion" / "evolved.pt"
@@ -49,7 +49,7 @@ def engines_dir(tmp_path_factory: pytest.TempPathFactory, test_split: Split) -> 
             only=TEST_NETWORKS,
             calibration_dir=CALIBRATION,
             test_split=test_split.subset(1000),
-            selection_split=Split(train.images[-2000:], train.labels[-2000:]),
+            selection_split=selection_split(train),
             calibration_cache=root / "calibration-cache",
             profile_runs=20,
         )

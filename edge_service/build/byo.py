@@ -19,7 +19,6 @@ import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -36,13 +35,11 @@ from edge_service.data.pipeline import Color, Preprocess, Resize
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
-from edge_service.profile.latency import measure_latency
+from edge_service.profile.latency import latency_profile
 from edge_service.repository import (
     Calibration,
     Catalog,
     InputInfo,
-    LatencyStats,
-    Profile,
     Variant,
     make_artifact,
     save_catalog,
@@ -246,14 +243,7 @@ def _variant(
     with OrtEngine(
         path, variant_id=spec.id, precision=spec.precision, threads=req.threads
     ) as engine:
-        latency = {str(b): LatencyStats(**measure_latency(engine, b, runs=30)) for b in batches}
-        providers = ",".join(engine.info().providers)
-    profile = Profile(
-        backend=f"onnxruntime[{providers}]",
-        threads=req.threads,
-        latency=latency,
-        measured_at=datetime.now(timezone.utc),
-    )
+        profile = latency_profile(engine, batches, runs=30, threads=req.threads)
     return Variant(
         id=spec.id,
         spec=spec.to_dict(),

@@ -14,7 +14,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,12 @@ from edge_service.errors import BuildError, CatalogError
 from edge_service.fsutil import sha256_file
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.profile.accuracy import engine_accuracy
-from edge_service.profile.latency import measure_latency
+from edge_service.profile.latency import latency_profile
 from edge_service.repository import (
     Accuracy,
     Calibration,
     Catalog,
     InputInfo,
-    LatencyStats,
-    Profile,
     Variant,
     load_catalog,
     make_artifact,
@@ -257,18 +254,10 @@ def _measure(
         path, variant_id=vspec.id, precision=vspec.precision, threads=req.threads
     ) as engine:
         top1 = engine_accuracy(engine, req.test_split, spec)
-        latency = {
-            str(b): LatencyStats(**measure_latency(engine, b, runs=req.profile_runs))
-            for b in req.profile_batches
-        }
-        providers = ",".join(engine.info().providers)
-    profile = Profile(
-        backend=f"onnxruntime[{providers}]",
-        threads=req.threads,
-        latency=latency,
-        measured_at=datetime.now(timezone.utc),
-    )
-    progress(f"  {vspec.id}: top-1 {top1:.4f}, batch-1 p50 {latency['1'].p50_ms:.3f} ms")
+        profile = latency_profile(
+            engine, req.profile_batches, runs=req.profile_runs, threads=req.threads
+        )
+    progress(f"  {vspec.id}: top-1 {top1:.4f}, batch-1 p50 {profile.latency_ms(1):.3f} ms")
     return Variant(
         id=vspec.id,
         spec=vspec.to_dict(),

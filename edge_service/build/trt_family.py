@@ -17,15 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edge_service.data.fashion import Split
 from edge_service.repository import (
     Accuracy,
     Catalog,
-    LatencyStats,
-    Profile,
     Variant,
     make_artifact,
     verified_artifact_path,
@@ -113,19 +110,16 @@ def _variant(
 ) -> Variant:
     from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
     from edge_service.profile.accuracy import engine_accuracy
-    from edge_service.profile.latency import measure_latency
+    from edge_service.profile.latency import latency_profile
     from edge_service.runtime.trt_engine import TrtEngine
 
     spec: VariantSpec = job.source.variant_spec.with_precision(job.precision)
     accuracy = job.source.accuracy  # FP16 ~ FP32; replaced by a measurement when data is given
     with TrtEngine(engine, variant_id=spec.id, precision=job.precision) as trt:
-        latency = {str(b): LatencyStats(**measure_latency(trt, b, runs=runs)) for b in (1, 8)}
+        profile = latency_profile(trt, (1, 8), runs=runs)
         if test_split is not None:
             top1 = engine_accuracy(trt, test_split, catalog.input.spec(spec.input_size))
             accuracy = Accuracy(top1=top1, examples=len(test_split), split="test")
-    profile = Profile(
-        backend="tensorrt", threads=0, latency=latency, measured_at=datetime.now(timezone.utc)
-    )
     return Variant(
         id=spec.id,
         spec=spec.to_dict(),

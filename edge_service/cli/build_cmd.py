@@ -175,7 +175,7 @@ def _build_default(
     force: bool,
 ) -> dict[str, object]:
     from edge_service.build.ort_builder import BuildRequest, build_family
-    from edge_service.data.fashion import Split, load_split
+    from edge_service.data.fashion import load_split, selection_split
 
     if not weights.is_file():
         raise BuildError(f"no weights at {weights}; train them: edge-service train")
@@ -192,7 +192,7 @@ def _build_default(
         evolved=evolved or REPO_ROOT / "models" / settings.family / "evolved.pt",
         only=frozenset(only or ()),
         calibration_methods=methods,
-        selection_split=Split(train.images[-2000:], train.labels[-2000:]),
+        selection_split=selection_split(train),
         calibration_cache=settings.calibration_cache,
         tensorrt=trt,
     )

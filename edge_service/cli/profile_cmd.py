@@ -167,10 +167,10 @@ def _scores(catalog: Catalog, accuracy: bool) -> bool:
 
 def _selection_split(settings: Settings) -> Split:
     """The held-out selection split: the last 2,000 images of the train split."""
-    from edge_service.data.fashion import Split, load_split
+    from edge_service.data.fashion import load_split, selection_split
 
     train = load_split(settings.data_dir, "train")
-    return Split(train.images[-2000:], train.labels[-2000:])
+    return selection_split(train)
 
 
 @contextmanager

@@ -27,6 +27,14 @@ LABELS: tuple[str, ...] = (
     "bag",
     "ankle boot",
 )
+SELECTION_SIZE = 2000  # the train tail where INT8 calibration methods are compared
+
+
+def selection_split(train: Split) -> Split:
+    """Held-out images for choosing among build options, never the reported test split."""
+    return train.tail(SELECTION_SIZE)
+
+
 _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 _IDX_UBYTE = 0x08
 
@@ -40,6 +48,10 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def tail(self, n: int) -> Split:
+        """The last ``n`` examples (held-out splits are taken from the end of train)."""
+        return Split(self.images[-n:], self.labels[-n:])
 
     def subset(self, n: int, seed: int = 0) -> Split:
         """A reproducible random subset of ``n`` examples (all of them if ``n`` >= len)."""

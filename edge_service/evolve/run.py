@@ -88,7 +88,7 @@ class EvolveReport:
 def split_train_val(train: Split, val_size: int, limit: int, seed: int) -> tuple[Split, Split]:
     """A validation split held out from the end of train, and the (limited) rest."""
     n = len(train)
-    val = Split(train.images[n - val_size :], train.labels[n - val_size :])
+    val = train.tail(val_size)
     rest = Split(train.images[: n - val_size], train.labels[: n - val_size])
     return (rest.subset(limit, seed) if limit else rest), val
 

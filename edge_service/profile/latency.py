@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge_service.runtime.engine import Engine
+
+if TYPE_CHECKING:
+    from edge_service.repository import Profile
 
 
 def measure_latency(
@@ -28,3 +34,19 @@ def measure_latency(
         "mean_ms": float(times.mean()),
         "runs": runs,
     }
+
+
+def latency_profile(
+    engine: Engine, batches: Iterable[int], *, runs: int = 100, threads: int = 0
+) -> Profile:
+    """A catalog profile of ``engine``'s latency at each batch size, measured now."""
+    from edge_service.repository import LatencyStats, Profile
+
+    latency = {str(b): LatencyStats(**measure_latency(engine, b, runs=runs)) for b in batches}
+    info = engine.info()
+    backend = info.backend
+    if info.providers:
+        backend += f"[{','.join(info.providers)}]"
+    return Profile(
+        backend=backend, threads=threads, latency=latency, measured_at=datetime.now(timezone.utc)
+    )
