@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge_service.errors import ConfigError
 
 DEFAULT_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Settings(BaseSettings):
@@ -53,18 +54,49 @@ class Settings(BaseSettings):
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)
     events_kept: int = Field(256, ge=1)
-    allow_remote: bool = Field(
-        False, description="must be true to bind anything but loopback (no auth yet)"
+    allow_remote: bool = Field(False, description="must be true to bind anything but loopback")
+    control_enabled: bool = Field(
+        True, description="serve the control endpoints (policy, power mode, pin)"
     )
+    control_token: SecretStr | None = Field(
+        None, description="bearer token for the control endpoints (required off loopback)"
+    )
+    inference_token: SecretStr | None = Field(
+        None, description="bearer token for inference endpoints (none: open)"
+    )
+    batch_max_size: int = Field(8, ge=1, le=64, description="micro-batch: most frames per call")
+    batch_max_delay_ms: float = Field(
+        0.0, ge=0.0, le=100.0, description="micro-batch: longest wait for more frames"
+    )
+    queue_max: int = Field(
+        128, ge=1, description="requests waiting for the engine before 503 + Retry-After"
+    )
+    max_batch_frames: int = Field(64, ge=1, le=1024, description="frames per /v1/infer/batch")
+    max_pinned_engines: int = Field(
+        2, ge=0, description="engines kept loaded for requests pinned to a non-active variant"
+    )
+    streams_kept: int = Field(256, ge=1, description="camera streams with statistics kept")
 
     @model_validator(mode="after")
     def _refuse_unsafe_bind(self) -> Settings:
-        loopback = {"127.0.0.1", "localhost", "::1"}
-        if self.host not in loopback and not self.allow_remote:
+        if self.host not in LOOPBACK and not self.allow_remote:
             raise ConfigError(
                 f"EDGE_HOST={self.host} would expose the service beyond this machine; "
                 "set EDGE_ALLOW_REMOTE=true if that is intended"
             )
+        if self.host not in LOOPBACK and self.control_enabled and self.control_token is None:
+            raise ConfigError(
+                f"EDGE_HOST={self.host} exposes the control endpoints (policy, power mode, "
+                "pin) with no token: set EDGE_CONTROL_TOKEN to a secret, or "
+                "EDGE_CONTROL_ENABLED=false to turn them off"
+            )
+        for name in ("control_token", "inference_token"):
+            token = getattr(self, name)
+            if token is not None and len(token.get_secret_value()) < 16:
+                raise ConfigError(
+                    f"EDGE_{name.upper()} is too short to be a secret: use at least 16 "
+                    "characters (e.g. `openssl rand -hex 24`)"
+                )
         return self
 
     @property

@@ -87,3 +87,35 @@ class MonitorError(EdgeServiceError):
     """A monitor source cannot read the board's state."""
 
     code = "monitor_error"
+
+
+class UnauthorizedError(EdgeServiceError):
+    """No bearer token, or the wrong one, for an endpoint that needs one."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(EdgeServiceError):
+    """The endpoint is turned off on this server."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class ConflictError(EdgeServiceError):
+    """The request is well formed but cannot apply in the server's current state."""
+
+    http_status = 409
+    code = "conflict"
+
+
+class OverloadedError(EdgeServiceError):
+    """The request queue is full: retry after ``retry_after_s`` seconds."""
+
+    http_status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -3,8 +3,8 @@
 The rules, in order:
 
 1. **Pins.** An operator pin for the Context's power mode (``default`` when the source
-   reports none) wins, whatever it costs. A pin naming no known variant is ignored, and
-   the reason says so.
+   reports none), else a pin for every mode (``"*"``), wins, whatever it costs. A pin
+   naming no known variant is ignored, and the reason says so.
 2. **Feasibility.** An estimate is feasible when its p99 is within the latency budget, its
    memory within the memory budget and the memory available (plus its own, for the engine
    already loaded), its power within the maximum, and its accuracy at least the minimum.
@@ -40,6 +40,7 @@ from edge_service.monitor.context import Context
 
 Objective = Literal["accuracy", "latency", "energy"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
+ANY_MODE = "*"  # a pin under this key holds in every power mode without its own pin
 
 _OPTIONAL_LIMITS = {
     "latency_budget_ms": "a positive number of milliseconds (the p99 budget)",
@@ -177,7 +178,7 @@ def choose(
     current = by_id.get(state.current) if state.current is not None else None
     now_broken = tuple(v.text for v in broken[current.variant_id]) if current else ()
     mode = ctx.power_mode.name if ctx.power_mode is not None else DEFAULT_POWER_MODE
-    pin = policy.pins.get(mode)
+    pin = policy.pins.get(mode, policy.pins.get(ANY_MODE))
     if pin in by_id:
         return _pinned(by_id[pin], mode, broken, state, now_broken)
     note = f"pin {pin!r} for power mode {mode!r} is not a known variant, ignored; " if pin else ""

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,11 +36,21 @@ class EventLog:
         self._events: deque[AdaptationEvent] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._total = 0
+        self._listeners: list[Callable[[AdaptationEvent], None]] = []
+
+    def listen(self, callback: Callable[[AdaptationEvent], None]) -> None:
+        """Call ``callback(event)`` on every append (from the appending thread)."""
+        self._listeners.append(callback)
 
     def append(self, event: AdaptationEvent) -> None:
         with self._lock:
             self._events.append(event)
             self._total += 1
+        for callback in self._listeners:
+            try:
+                callback(event)
+            except Exception:  # a listener must never break the loop that appends
+                log.exception("event listener failed")
 
     def recent(self, n: int | None = None) -> list[AdaptationEvent]:
         """The last ``n`` events (all kept ones if None), oldest first."""

@@ -59,6 +59,20 @@ class AdaptationLoop:
         self._last_change_t: float | None = None
         self._ticks = 0
         self._source_errors = 0
+        self._tick_lock = threading.Lock()
+        self._listeners: list[Callable[[Context, Decision], None]] = []
+
+    def listen(self, callback: Callable[[Context, Decision], None]) -> None:
+        """Call ``callback(context, decision)`` after every tick that read the board."""
+        self._listeners.append(callback)
+
+    def set_strategy(self, strategy: Strategy) -> Decision | None:
+        """Follow ``strategy`` from now on, and decide with it at once (an operator's
+        policy change or pin applies now, not at the next tick)."""
+        with self._tick_lock:
+            self.strategy = strategy
+            self._last_change_t = None  # a new policy is not held back by the old cooldown
+        return self.tick()
 
     def start(self) -> None:
         """Decide once now (so an engine is active on return), then tick in the background.
@@ -83,6 +97,17 @@ class AdaptationLoop:
 
     def tick(self) -> Decision | None:
         """One round: sample, decide, act. Never raises for source or engine faults."""
+        with self._tick_lock:  # the loop thread and operator calls never interleave
+            decision = self._tick()
+        if decision is not None and self._context is not None:
+            for callback in self._listeners:
+                try:
+                    callback(self._context, decision)
+                except Exception:
+                    log.exception("tick listener failed")
+        return decision
+
+    def _tick(self) -> Decision | None:
         self._ticks += 1
         try:
             ctx = self._source.sample()

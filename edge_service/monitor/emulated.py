@@ -144,6 +144,10 @@ class EmulatedNvpModel:
         """Every emulated mode, by id."""
         return [self._modes[i].power_mode for i in sorted(self._modes)]
 
+    def emulated_modes(self) -> list[EmulatedPowerMode]:
+        """Every emulated mode with its cores and thread count, by id."""
+        return [self._modes[i] for i in sorted(self._modes)]
+
     def _mode(self, mode_id: int) -> EmulatedPowerMode:
         mode_id = check_mode_id(mode_id)
         if mode_id not in self._modes:

@@ -73,6 +73,13 @@ class FailoverSource:
             raise MonitorError(f"every monitor source failed: {self._reasons()}")
         return ctx
 
+    def invalidate_power_mode(self) -> None:
+        """Pass a power mode change on to every open source."""
+        for source in self._sources:
+            invalidate = getattr(source, "invalidate_power_mode", None)
+            if invalidate is not None:
+                invalidate()
+
     def close(self) -> None:
         """Close every open source; safe to call twice."""
         for i in range(len(self._sources)):

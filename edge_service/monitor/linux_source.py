@@ -84,6 +84,11 @@ class LinuxSource:
             temps_c=thermal_temps_c(self._sys),
         )
 
+    def invalidate_power_mode(self) -> None:
+        """Read the power mode afresh at the next sample (it was just switched)."""
+        if self._mode is not None:
+            self._mode.invalidate()
+
     def close(self) -> None:
         """Nothing to release; present for the MonitorSource protocol."""
 

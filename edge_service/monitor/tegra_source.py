@@ -106,6 +106,11 @@ class TegraSource:
             extra=self._extra(meminfo),
         )
 
+    def invalidate_power_mode(self) -> None:
+        """Read the power mode afresh at the next sample (it was just switched)."""
+        if self._mode is not None:
+            self._mode.invalidate()
+
     def close(self) -> None:
         """Nothing to release; present for the MonitorSource protocol."""
 

@@ -131,6 +131,11 @@ class TegrastatsSource:
             return ctx
         return dataclasses.replace(ctx, power_mode=self._mode.current())
 
+    def invalidate_power_mode(self) -> None:
+        """Read the power mode afresh at the next sample (it was just switched)."""
+        if self._mode is not None:
+            self._mode.invalidate()
+
     def close(self) -> None:
         """Stop tegrastats and its reader; safe to call twice."""
         process, self._process = self._process, None

@@ -1,8 +1,13 @@
 """The engine pool: one active engine, swapped atomically, the old one drained.
 
-A request takes a *lease* on whatever engine is active when it starts and keeps it to the
-end, so a swap never pulls an engine from under a running request; the old engine is
-closed when its last lease ends.
+A request takes a *lease* on an engine when it starts and keeps it to the end, so a swap
+never pulls an engine from under a running request: an engine leaving the pool (swapped
+out, dropped from standby, evicted from the pinned cache, or replaced by a reload) closes
+when its last lease ends.
+
+Besides the active engine the pool keeps *standby* engines (preloaded around the active
+one, so a swap needs no load) and a small LRU of *pinned* engines, loaded on demand for
+requests that name a variant other than the active one.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -22,17 +28,20 @@ log = logging.getLogger(__name__)
 class EnginePool:
     """Holds the active engine; ``loader(variant_id)`` returns a loaded engine."""
 
-    def __init__(self, loader: Callable[[str], Engine]) -> None:
+    def __init__(self, loader: Callable[[str], Engine], max_pinned: int = 2) -> None:
         self._loader = loader
-        self._lock = threading.Lock()
-        self._swap_lock = threading.Lock()
+        self._max_pinned = max_pinned
+        self._lock = threading.Lock()  # guards the maps below; never held while loading
+        self._swap_lock = threading.Lock()  # one load/swap at a time
         self._active: Engine | None = None
         self._active_id: str | None = None
         self._leases: dict[int, int] = {}
         self._retired: dict[int, Engine] = {}
         self._standby: dict[str, Engine] = {}  # preloaded, ready to swap in
+        self._pinned: OrderedDict[str, Engine] = OrderedDict()  # for pinned requests
         self._unhealthy: set[str] = set()
         self.last_swap_ms: float | None = None
+        self.swaps = 0
 
     @property
     def unhealthy(self) -> frozenset[str]:
@@ -44,24 +53,52 @@ class EnginePool:
         """Variants preloaded for a fast swap."""
         return tuple(self._standby)
 
+    @property
+    def pinned(self) -> tuple[str, ...]:
+        """Variants loaded for pinned requests, least recently used first."""
+        return tuple(self._pinned)
+
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """Every variant with a loaded engine in the pool."""
+        active = (self._active_id,) if self._active_id is not None else ()
+        return (*active, *self._standby, *self._pinned)
+
     def forgive(self, variant_id: str) -> None:
         """Let a variant that failed to load be tried again."""
         self._unhealthy.discard(variant_id)
+
+    def set_loader(self, loader: Callable[[str], Engine]) -> None:
+        """Load later engines with ``loader`` (e.g. at a new thread count); see ``reload``."""
+        with self._swap_lock:
+            self._loader = loader
 
     def preload(self, variant_ids: list[str]) -> None:
         """Keep exactly these variants (bar the active one) loaded on standby; failures
         mark the variant unhealthy and are not raised (preloading is best effort)."""
         with self._swap_lock:
             wanted = [v for v in variant_ids if v != self._active_id and v not in self._unhealthy]
-            for vid in [v for v in self._standby if v not in wanted]:
-                self._standby.pop(vid).close()
+            with self._lock:
+                dropped = [self._standby.pop(v) for v in list(self._standby) if v not in wanted]
+                to_close = [e for e in map(self._retire, dropped) if e is not None]
+            for engine in to_close:
+                engine.close()
             for vid in wanted:
-                if vid not in self._standby:
+                if vid in self._standby:
+                    continue
+                with self._lock:
+                    found: Engine | None = self._pinned.pop(vid, None)  # promote, no load
+                if found is not None:
+                    engine = found
+                else:
                     try:
-                        self._standby[vid] = self._loader(vid)
+                        engine = self._loader(vid)
                     except EdgeServiceError as exc:
                         self._unhealthy.add(vid)
                         log.warning("preloading %s failed (%s); marked unhealthy", vid, exc.message)
+                        continue
+                with self._lock:
+                    self._standby[vid] = engine
 
     @property
     def active_id(self) -> str | None:
@@ -75,32 +112,58 @@ class EnginePool:
     def activate(self, variant_id: str) -> None:
         """Load ``variant_id`` and make it active; the old engine drains, then closes.
 
-        A preloaded engine swaps in without loading. If loading fails the old engine stays
-        active, the variant is marked unhealthy and the error propagates.
+        A preloaded (or pinned) engine swaps in without loading. If loading fails the old
+        engine stays active, the variant is marked unhealthy and the error propagates.
         """
         with self._swap_lock:
             if variant_id == self._active_id:
                 return
-            started = time.perf_counter()
-            engine = self._standby.pop(variant_id, None)
-            if engine is None:
-                try:
-                    engine = self._loader(variant_id)
-                except EdgeServiceError:
-                    self._unhealthy.add(variant_id)
-                    raise
+            self._swap_in(variant_id, reuse=True)
+
+    def reload(self) -> None:
+        """Replace every loaded engine by a fresh one from the loader (after the power mode
+        changed the cores or threads an engine should use). The active engine is replaced
+        atomically; standby and pinned engines are dropped (the loop preloads again)."""
+        with self._swap_lock:
             with self._lock:
-                old = self._active
-                self._active, self._active_id = engine, variant_id
-                self._leases.setdefault(id(engine), 0)
-                to_close = self._retire(old)
-            self.last_swap_ms = (time.perf_counter() - started) * 1e3
-            if to_close is not None:
-                to_close.close()
-            log.info("active engine is now %s (swap %.2f ms)", variant_id, self.last_swap_ms)
+                dropped = [*self._standby.values(), *self._pinned.values()]
+                self._standby.clear()
+                self._pinned.clear()
+                to_close = [e for e in map(self._retire, dropped) if e is not None]
+            for engine in to_close:
+                engine.close()
+            if self._active_id is not None:
+                self._swap_in(self._active_id, reuse=False)
+
+    def _swap_in(self, variant_id: str, *, reuse: bool) -> None:
+        """Under the swap lock: make ``variant_id`` active (loaded unless ``reuse`` finds it)."""
+        started = time.perf_counter()
+        with self._lock:
+            engine = (
+                self._standby.pop(variant_id, None) or self._pinned.pop(variant_id, None)
+                if reuse
+                else None
+            )
+        if engine is None:
+            try:
+                engine = self._loader(variant_id)
+            except EdgeServiceError:
+                self._unhealthy.add(variant_id)
+                raise
+        with self._lock:
+            old = self._active
+            self._active, self._active_id = engine, variant_id
+            self._leases.setdefault(id(engine), 0)
+            to_close = self._retire(old)
+            self.swaps += 1
+        self.last_swap_ms = (time.perf_counter() - started) * 1e3
+        if to_close is not None:
+            to_close.close()
+        log.info("active engine is now %s (swap %.2f ms)", variant_id, self.last_swap_ms)
 
     def _retire(self, old: Engine | None) -> Engine | None:
-        """Under the lock: the old engine to close now, or None if leases still hold it."""
+        """Under the lock: the engine to close now, or None if leases still hold it (it
+        closes when the last one ends)."""
         if old is None:
             return None
         if self._leases.get(id(old), 0) == 0:
@@ -110,15 +173,12 @@ class EnginePool:
         return None
 
     @contextmanager
-    def lease(self) -> Iterator[tuple[str, Engine]]:
-        """Borrow the active engine (and its variant id) for one request."""
-        with self._lock:
-            engine, variant_id = self._active, self._active_id
-            if engine is None or variant_id is None:
-                raise NotReadyError("no engine is loaded yet; retry when /v2/health/ready is 200")
-            self._leases[id(engine)] = self._leases.get(id(engine), 0) + 1
+    def lease(self, variant_id: str | None = None) -> Iterator[tuple[str, Engine]]:
+        """Borrow an engine (and its variant id) for one request: the active one, or with
+        ``variant_id`` that variant's (loaded on demand into the pinned cache)."""
+        engine, vid = self._take(variant_id)
         try:
-            yield variant_id, engine
+            yield vid, engine
         finally:
             with self._lock:
                 self._leases[id(engine)] -= 1
@@ -129,17 +189,65 @@ class EnginePool:
             if drained:
                 engine.close()
 
+    def _take(self, variant_id: str | None) -> tuple[Engine, str]:
+        """Find (or load) the engine and count a lease on it."""
+        with self._lock:
+            found = self._find(variant_id)
+            if found is not None:
+                return found
+        with self._swap_lock:  # load a pinned variant once, however many ask at once
+            with self._lock:
+                found = self._find(variant_id)
+                if found is not None:
+                    return found
+            assert variant_id is not None  # the active engine is always found
+            engine = self._loader(variant_id)
+            with self._lock:
+                self._pinned[variant_id] = engine
+                self._leases.setdefault(id(engine), 0)
+                evicted = []
+                while len(self._pinned) > max(self._max_pinned, 1):
+                    _, old = self._pinned.popitem(last=False)
+                    evicted.append(old)
+                to_close = [e for e in map(self._retire, evicted) if e is not None]
+                self._leases[id(engine)] += 1
+            for old in to_close:
+                old.close()
+            return engine, variant_id
+
+    def _find(self, variant_id: str | None) -> tuple[Engine, str] | None:
+        """Under the lock: a loaded engine for the request, with its lease counted."""
+        if variant_id is None or variant_id == self._active_id:
+            engine, vid = self._active, self._active_id
+            if engine is None or vid is None:
+                raise NotReadyError("no engine is loaded yet; retry when /v2/health/ready is 200")
+        elif variant_id in self._standby:
+            engine, vid = self._standby[variant_id], variant_id
+        elif variant_id in self._pinned:
+            self._pinned.move_to_end(variant_id)
+            engine, vid = self._pinned[variant_id], variant_id
+        else:
+            return None
+        self._leases[id(engine)] = self._leases.get(id(engine), 0) + 1
+        return engine, vid
+
     def close(self) -> None:
-        """Close the active engine (and any retired one still held)."""
+        """Close every engine the pool holds."""
         with self._lock:
             engines = [
                 e
-                for e in (self._active, *self._retired.values(), *self._standby.values())
+                for e in (
+                    self._active,
+                    *self._retired.values(),
+                    *self._standby.values(),
+                    *self._pinned.values(),
+                )
                 if e is not None
             ]
             self._active, self._active_id = None, None
             self._retired.clear()
             self._standby.clear()
+            self._pinned.clear()
             self._leases.clear()
         for engine in engines:
             engine.close()

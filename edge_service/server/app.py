@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,9 +14,10 @@ from fastapi.responses import JSONResponse
 
 import edge_service
 from edge_service.config import Settings
-from edge_service.errors import EdgeServiceError
+from edge_service.errors import EdgeServiceError, OverloadedError, UnauthorizedError
 from edge_service.monitor.source import MonitorSource
-from edge_service.server.routes import router
+from edge_service.server import frames, kserve, ops
+from edge_service.server.broadcast import Broadcaster
 from edge_service.server.service import start_service
 
 log = logging.getLogger(__name__)
@@ -26,7 +29,9 @@ def create_app(settings: Settings | None = None, source: MonitorSource | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        service = await run_in_threadpool(start_service, cfg, source)
+        hub = Broadcaster()
+        hub.bind(asyncio.get_running_loop())
+        service = await run_in_threadpool(start_service, cfg, source, hub)
         app.state.service = service
         try:
             yield
@@ -41,16 +46,29 @@ def create_app(settings: Settings | None = None, source: MonitorSource | None = 
         lifespan=lifespan,
     )
     app.state.service = None
-    app.include_router(router)
+    for router in (frames.router, kserve.router, ops.router):
+        app.include_router(router)
     app.add_exception_handler(EdgeServiceError, _edge_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     return app
 
 
 async def _edge_error(request: Request, exc: EdgeServiceError) -> JSONResponse:
-    if exc.http_status >= 500:
+    """Every deliberate error as JSON: ``{"error": code, "detail": message}``. Under /v2 the
+    KServe protocol's ``{"error": message}`` is kept (Triton clients print that field),
+    with the code alongside."""
+    if exc.http_status >= 500 and not isinstance(exc, OverloadedError):
         log.error("%s %s: %s", request.method, request.url.path, exc.message)
-    return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=exc.http_status)
+    headers = {}
+    if isinstance(exc, OverloadedError):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if isinstance(exc, UnauthorizedError):
+        headers["WWW-Authenticate"] = "Bearer"
+    if request.url.path.startswith("/v2/"):
+        body = {"error": exc.message, "code": exc.code}
+    else:
+        body = {"error": exc.code, "detail": exc.message}
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -21,17 +21,35 @@ class DetectionOut(BaseModel):
 
 
 class TimingsOut(BaseModel):
-    decode_ms: float = Field(description="decode + preprocess")
-    engine_ms: float = Field(description="engine.infer alone")
-    total_ms: float = Field(description="from body received to response built")
+    decode_ms: float = Field(description="body read + image decode")
+    queue_ms: float = Field(0.0, description="waiting in the micro-batch queue")
+    engine_ms: float = Field(description="the engine call (of the whole micro-batch)")
+    batch: int = Field(1, description="frames in the engine call this frame rode in")
+    total_ms: float = Field(description="from request start to response built")
 
 
 class InferResponse(BaseModel):
     predictions: list[PredictionOut] = Field(description="classification: top-k classes")
     detections: list[DetectionOut] | None = Field(None, description="detection families only")
-    variant: str
+    variant: str = Field(description="the variant that ran this frame")
     precision: str
     backend: str
+    stream: str | None = Field(None, description="the camera/stream id the request named")
+    timings: TimingsOut
+
+
+class FrameResult(BaseModel):
+    filename: str | None = Field(None, description="the multipart part's filename")
+    predictions: list[PredictionOut]
+    detections: list[DetectionOut] | None = None
+
+
+class BatchInferResponse(BaseModel):
+    results: list[FrameResult] = Field(description="one per frame, in the order sent")
+    variants: list[str] = Field(description="variants that ran the frames (one, unless a swap)")
+    precision: str
+    backend: str
+    stream: str | None = None
     timings: TimingsOut
 
 
@@ -50,6 +68,7 @@ class VariantOut(BaseModel):
 
 class StatusResponse(BaseModel):
     family: str
+    version: str
     device: str
     ready: bool
     active_variant: str | None
@@ -60,3 +79,85 @@ class StatusResponse(BaseModel):
     source_errors: int
     variants: list[VariantOut]
     events: list[dict[str, Any]]
+    power_mode: dict[str, Any] | None = Field(None, description="{id, name}")
+    power_emulated: bool
+    policy: dict[str, Any]
+    strategy: str
+    standby: list[str]
+    pinned_engines: list[str]
+    unhealthy: list[str]
+    queue_depth: int
+    swaps: int
+    last_swap_ms: float | None
+    latency_ms: dict[str, Any] = Field(description="server-side p50/p99 over the last 5 s")
+
+
+class VariantDetail(BaseModel):
+    id: str
+    network: str
+    precision: str
+    backend: str
+    resolution: int
+    accuracy: float | None
+    artifact_bytes: int
+    loaded: str | None = Field(description="active, standby, pinned or null")
+    healthy: bool
+    predicted_latency_ms: float | None = Field(description="in the current context")
+    profiles: dict[str, Any] = Field(description="device -> power mode -> profile")
+
+
+class VariantsResponse(BaseModel):
+    family: str
+    active_variant: str | None
+    variants: list[VariantDetail]
+
+
+class PolicyBody(BaseModel):
+    """A full policy (PUT replaces it; fields left out take their defaults)."""
+
+    model_config = {"extra": "forbid"}
+
+    latency_budget_ms: float | None = Field(None, description="p99 budget, ms")
+    min_accuracy: float | None = Field(None, description="top-1 floor, 0-1")
+    max_power_mw: float | None = None
+    memory_budget_mb: float | None = None
+    objective: str = Field("accuracy", description="accuracy | latency | energy")
+    upgrade_margin: float = 0.15
+    cooldown_s: float = 5.0
+    pins: dict[str, str] = Field(
+        default_factory=dict, description='power mode name (or "*") -> variant id'
+    )
+
+
+class PolicyResponse(BaseModel):
+    policy: dict[str, Any]
+    strategy: str = Field(description="budget (any limit or pin set) or pressure")
+    active_variant: str | None
+    decision: dict[str, Any] | None
+
+
+class PowerModeBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    mode: int | str = Field(description="mode id, or its name (e.g. 0 or MAXN)")
+
+
+class PowerModeResponse(BaseModel):
+    previous: dict[str, Any] | None
+    current: dict[str, Any]
+    emulated: bool
+    threads: int = Field(description="inference threads engines now use (0: runtime picks)")
+    cores: list[int] | None
+    active_variant: str | None
+    modes: list[dict[str, Any]]
+
+
+class PinBody(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    variant: str | None = Field(description="variant id to serve; null removes the pin")
+    power_mode: str = Field("*", description='the mode the pin holds in; "*" for every mode')
+
+
+class StreamsResponse(BaseModel):
+    streams: dict[str, dict[str, Any]]

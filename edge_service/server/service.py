@@ -6,6 +6,7 @@ Built in the app's lifespan from Settings (never at import time) and torn down w
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,18 +16,22 @@ from edge_service.config import Settings
 from edge_service.control.budget import Policy
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.control.policy import Candidate, Decision, SimpleRule
 from edge_service.control.predictor import Predictor
 from edge_service.control.strategy import BudgetStrategy, PressureStrategy, Strategy
 from edge_service.data.pipeline import Preprocess
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
-from edge_service.monitor.emulated import EmulatedNvpModel
+from edge_service.monitor.context import Context
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
 from edge_service.repository import Catalog, Variant, load_catalog
+from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.engine import Engine
 from edge_service.runtime.loader import open_engine
 from edge_service.runtime.pool import EnginePool
+from edge_service.server.broadcast import Broadcaster
+from edge_service.server.power import ModeChange, PowerControl
+from edge_service.server.telemetry import StateCollector, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,13 @@ class Service:
     source: MonitorSource
     device: str
     started_at: float
+    power: PowerControl
+    batcher: MicroBatcher
+    telemetry: Telemetry
+    broadcaster: Broadcaster
+    policy: Policy
     _preprocess: dict[str | None, Preprocess] = field(default_factory=dict)
+    _ops_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
         """How a request becomes one variant's input (its own resolution); without a
@@ -71,8 +82,50 @@ class Service:
         with self.pool.lease() as (variant_id, engine):
             engine.infer(self.preprocess(variant_id).from_bytes(buf.getvalue()))
 
+    def set_policy(self, policy: Policy) -> Decision | None:
+        """Follow ``policy`` from now on; the loop decides with it at once."""
+        for vid in policy.pins.values():
+            self.catalog.variant(vid)  # NotFoundError for an unknown variant
+        with self._ops_lock:
+            self.policy = policy
+            return self.loop.set_strategy(
+                strategy_for(policy, self.settings, self.catalog, self.device)
+            )
+
+    def set_power_mode(self, mode: int | str) -> ModeChange:
+        """Switch the power mode, reload the engines at its thread count, decide again."""
+        with self._ops_lock:
+            change = self.power.set(mode)
+            self.pool.set_loader(
+                engine_loader(self.catalog, self.settings.family_dir, change.threads)
+            )
+            self.pool.reload()
+            invalidate = getattr(self.source, "invalidate_power_mode", None)
+            if invalidate is not None:
+                invalidate()
+        self.loop.tick()
+        return change
+
+    def live_state(self) -> dict[str, object]:
+        """What /metrics and the live views read: queue, swaps, active variant, board."""
+        ctx = self.loop.state().context
+        mode = ctx.power_mode if ctx is not None and ctx.power_mode else self.power.current()
+        return {
+            "queue_depth": self.batcher.depth,
+            "ready": 1 if self.pool.ready else 0,
+            "swaps": self.pool.swaps,
+            "last_swap_ms": self.pool.last_swap_ms,
+            "active_variant": self.pool.active_id,
+            "power_mode": mode.to_dict() if mode else None,
+            "power_mw": dict(ctx.power_mw) if ctx else {},
+            "temps_c": dict(ctx.temps_c) if ctx else {},
+            "cpu_load": ctx.cpu_load if ctx else None,
+            "mem_available_mb": ctx.mem_available_mb if ctx else None,
+        }
+
     def close(self) -> None:
         self.loop.stop()
+        self.batcher.close()
         self.pool.close()
         self.source.close()
 
@@ -129,76 +182,106 @@ def engine_memory_mb(variant: Variant) -> float:
     return max(measured) if measured else 3 * variant.artifact.bytes / 1e6 + 4.0
 
 
-def make_strategy(settings: Settings, catalog: Catalog, device: str) -> Strategy:
-    """The budget policy when the operator set any budget, else the pressure rule."""
-    policy = Policy(
+def policy_from(settings: Settings) -> Policy:
+    """The operator's policy as the settings give it at start."""
+    return Policy(
         latency_budget_ms=settings.latency_budget_ms,
         min_accuracy=settings.min_accuracy,
         memory_budget_mb=settings.memory_budget_mb,
         max_power_mw=settings.max_power_mw,
         cooldown_s=settings.cooldown_s,
     )
+
+
+def strategy_for(policy: Policy, settings: Settings, catalog: Catalog, device: str) -> Strategy:
+    """The budget policy when the operator set any budget or pin, else the pressure rule."""
     budgets = (
         policy.latency_budget_ms,
         policy.min_accuracy,
         policy.memory_budget_mb,
         policy.max_power_mw,
     )
-    if any(b is not None for b in budgets):
+    if policy.pins or any(b is not None for b in budgets) or policy.objective != "accuracy":
         return BudgetStrategy(Predictor(catalog, device), policy)
     rule = SimpleRule(
         cpu_high=settings.cpu_pressure_high,
         mem_high=settings.mem_pressure_high,
-        upgrade_cooldown_s=settings.cooldown_s,
+        upgrade_cooldown_s=policy.cooldown_s,
     )
     return PressureStrategy(candidates(catalog, device, DEFAULT_POWER_MODE), rule)
 
 
-def _emulated_power_mode(settings: Settings) -> tuple[EmulatedNvpModel | None, int]:
-    """With EDGE_POWER_MODE set (off-Jetson), pin the process to that emulated mode's cores
-    and size the inference threads to it; returns the mode keeper and the thread count."""
-    if settings.power_mode is None:
-        return None, settings.intra_op_threads
-    nvp = EmulatedNvpModel()
-    nvp.set_mode(settings.power_mode)
-    mode = nvp.current
-    log.info(
-        "emulated power mode %d %s: cores %s, %d threads",
-        mode.id,
-        mode.name,
-        list(mode.cores),
-        mode.threads,
-    )
-    return nvp, settings.intra_op_threads or mode.threads
+def make_strategy(settings: Settings, catalog: Catalog, device: str) -> Strategy:
+    """The strategy the settings ask for at start."""
+    return strategy_for(policy_from(settings), settings, catalog, device)
 
 
-def start_service(settings: Settings, source: MonitorSource | None = None) -> Service:
-    """Load the catalog, start the monitor and the loop; an engine is active on return."""
+def start_service(
+    settings: Settings, source: MonitorSource | None = None, broadcaster: Broadcaster | None = None
+) -> Service:
+    """Load the catalog, start the monitor, the loop and the batcher; an engine is active
+    on return."""
     catalog = load_catalog(settings.family_dir)
     device = device_name()
-    nvp, threads = _emulated_power_mode(settings)  # before any engine thread starts
-    pool = EnginePool(engine_loader(catalog, settings.family_dir, threads))
+    power = PowerControl.create(settings)  # before any engine thread starts
+    pool = EnginePool(
+        engine_loader(catalog, settings.family_dir, power.threads),
+        max_pinned=settings.max_pinned_engines,
+    )
     events = EventLog(settings.events_kept)
     src = source or open_source(
         settings.monitor_source,
         settings.monitor_trace,
         settings.monitor_replay_speed,
-        nvpmodel=nvp,
+        nvpmodel=power.nvp,
     )
+    policy = policy_from(settings)
     loop = AdaptationLoop(
         source=src,
         pool=pool,
-        strategy=make_strategy(settings, catalog, device),
+        strategy=strategy_for(policy, settings, catalog, device),
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
         engine_memory_mb=lambda vid: engine_memory_mb(catalog.variant(vid)),
     )
+    telemetry = Telemetry(settings.streams_kept)
+    hub = broadcaster or Broadcaster()
     loop.start()
+    batcher = MicroBatcher(
+        pool,
+        max_batch=settings.batch_max_size,
+        max_delay_ms=settings.batch_max_delay_ms,
+        max_queue=settings.queue_max,
+        on_batch=telemetry.on_batch,
+    )
     log.info(
         "serving family %s from %s; active %s", catalog.family, settings.family_dir, pool.active_id
     )
-    service = Service(settings, catalog, pool, loop, events, src, device, time.time())
+    service = Service(
+        settings, catalog, pool, loop, events, src, device, time.time(),
+        power, batcher, telemetry, hub, policy,
+    )  # fmt: skip
+    telemetry.registry.register(StateCollector(service.live_state))
+    events.listen(lambda e: hub.publish("adaptation", e.to_dict()))
+    loop.listen(lambda ctx, _decision: hub.publish("context", context_frame(service, ctx)))
     if pool.ready:
         service.warm_up()
     return service
+
+
+def context_frame(service: Service, ctx: Context) -> dict[str, object]:
+    """One ``context`` SSE event: the board, the served variant, latency against budget."""
+    active = service.pool.active_id
+    window = service.telemetry.window()
+    return {
+        "t": ctx.t,
+        "power_mode": ctx.power_mode.to_dict() if ctx.power_mode else None,
+        "active_variant": active,
+        "precision": service.catalog.variant(active).precision if active else None,
+        "context": ctx.to_dict(),
+        "latency_ms": {k: window[k] for k in ("p50", "p99", "count")},
+        "latency_budget_ms": service.policy.latency_budget_ms,
+        "requests_per_s": window["requests_per_s"],
+        "power_total_mw": ctx.power_total_mw,
+    }

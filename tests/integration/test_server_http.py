@@ -64,8 +64,8 @@ def test_large_camera_frame_is_resized_when_bigger_than_input(client, test_split
         (
             b"--b\r\n\r\n",
             {"content-type": "multipart/form-data; boundary=b"},
-            415,
-            "unsupported_media_type",
+            400,
+            "bad_input",
         ),
     ],
 )
