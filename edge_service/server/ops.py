@@ -8,6 +8,8 @@ control token (see `deps.require_control`).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -18,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import edge_service
 from edge_service.control.budget import Policy
-from edge_service.errors import OverloadedError
+from edge_service.errors import BadInputError, ConfigError, OverloadedError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.server.broadcast import sse
 from edge_service.server.deps import ControlDep, ServiceDep, errors
@@ -38,6 +40,17 @@ from edge_service.server.schemas import (
 from edge_service.server.service import Service
 
 router = APIRouter()
+
+
+@contextmanager
+def _request_error() -> Iterator[None]:
+    """A ConfigError raised by what a request asked for is the client's mistake (400)."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise BadInputError(exc.message) from exc
+
+
 CONTROL_ERRORS = errors(400, 401, 403, 404, 409, 503)
 
 
@@ -170,7 +183,8 @@ async def get_policy(service: ServiceDep) -> PolicyResponse:
 )
 async def put_policy(body: PolicyBody, service: ServiceDep) -> PolicyResponse:
     """Replace the policy (validated; a bad one changes nothing) and decide with it now."""
-    policy = Policy.from_dict(body.model_dump())
+    with _request_error():
+        policy = Policy.from_dict(body.model_dump())
     await run_in_threadpool(service.set_policy, policy)
     return _policy_response(service)
 
@@ -184,14 +198,20 @@ async def put_policy(body: PolicyBody, service: ServiceDep) -> PolicyResponse:
 )
 async def pin(body: PinBody, service: ServiceDep) -> PolicyResponse:
     """Pin a variant (in one power mode, or ``"*"`` for all); ``variant: null`` unpins."""
+    known = {"*", DEFAULT_POWER_MODE, *(str(m["name"]) for m in service.power.modes())}
+    if body.power_mode not in known:
+        raise BadInputError(
+            f"power mode {body.power_mode!r} is not known here; use one of {sorted(known)}"
+        )
     pins = dict(service.policy.pins)
     if body.variant is None:
         pins.pop(body.power_mode, None)
     else:
         service.catalog.variant(body.variant)  # 404 for an unknown id, nothing changed
         pins[body.power_mode] = body.variant
-    fields = service.policy.to_dict() | {"pins": pins}
-    await run_in_threadpool(service.set_policy, Policy.from_dict(fields))
+    with _request_error():
+        policy = Policy.from_dict(service.policy.to_dict() | {"pins": pins})
+    await run_in_threadpool(service.set_policy, policy)
     return _policy_response(service)
 
 
@@ -226,7 +246,8 @@ async def get_power_mode(service: ServiceDep) -> PowerModeResponse:
 async def set_power_mode(body: PowerModeBody, service: ServiceDep) -> PowerModeResponse:
     """Switch the power mode (nvpmodel on a Jetson, emulated elsewhere); engines reload at
     the mode's thread count with no request dropped, and the controller decides again."""
-    change = await run_in_threadpool(service.set_power_mode, body.mode)
+    with _request_error():
+        change = await run_in_threadpool(service.set_power_mode, body.mode)
     return await run_in_threadpool(_power_response, service, change)
 
 

@@ -12,7 +12,7 @@
   "use strict";
 
   const HISTORY_S = 600;          // keep 10 minutes of samples
-  const MAX_SAMPLES = 1500;       // and never more than this many (2/s for 10 min is 1200)
+  const MAX_SAMPLES = 3000;       // and never more than this many (5 ticks/s for 10 min)
   const MAX_EVENTS = 200;         // rows in the event log
   const STALE_AFTER_S = 5;        // connected but no tick for this long: say so
   const STATUS_EVERY_MS = 10000;
@@ -35,6 +35,8 @@
     lastTickAt: 0,          // this tab's clock when the last context event arrived
     uptime: null,           // {seconds, at}
     conn: "connecting",
+    ticks: null,            // from the last status, counted on with each context event
+    sourceErrors: null,
     source: null,
     retry: 0,
   };
@@ -178,7 +180,7 @@
         ctx.fillText(labels[i], plot.x - 7, y);
       });
       // x labels: clock time at a round step that leaves ~90 px between labels
-      const xStep = [5, 10, 15, 30, 60, 120, 300, 600].find((s) => ((t1 - t0) / s) * 90 <= plot.w) || 600;
+      const xStep = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600].find((s) => ((t1 - t0) / s) * 90 <= plot.w) || 600;
       ctx.textAlign = "center"; ctx.textBaseline = "top";
       for (let t = Math.ceil(t0 / xStep) * xStep; t <= t1; t += xStep) {
         const x = X(t);
@@ -201,7 +203,7 @@
       }
       ctx.save();
       ctx.beginPath(); ctx.rect(plot.x, plot.y - 4, plot.w + 4, plot.h + 8); ctx.clip();
-      for (const line of lines) this.drawLine(ctx, line, visible, X, Y);
+      for (const line of lines) this.drawLine(ctx, line, visible, X, Y, plot.w);
       ctx.restore();
       this.drawHover(ctx, colors, plot, lines, visible, X, Y);
     }
@@ -222,19 +224,33 @@
       ctx.restore();
     }
 
-    drawLine(ctx, line, visible, X, Y) {
+    /** One series as a line, broken where a value is missing. With more samples than pixel
+     *  columns, each column is drawn as its min..max, so a spike stays visible. */
+    drawLine(ctx, line, visible, X, Y, plotW) {
       ctx.strokeStyle = line.color; ctx.lineWidth = line.width || 2;
       ctx.lineJoin = "round"; ctx.lineCap = "round";
       ctx.setLineDash(line.dash || []);
       ctx.beginPath();
-      let open = false, last = null;
+      const dense = visible.length > plotW * 1.5;
+      let open = false, last = null, col = NaN, lo = 0, hi = 0;
+      const point = (x, v) => {
+        if (open) ctx.lineTo(x, Y(v)); else ctx.moveTo(x, Y(v));
+        open = true;
+      };
+      const flush = () => {
+        if (!Number.isNaN(col)) { point(col, hi); if (lo !== hi) point(col, lo); }
+        col = NaN;
+      };
       for (const s of visible) {
         const v = line.get(s);
-        if (!finite(v)) { open = false; continue; }
-        const x = X(s.t), y = Y(v);
-        if (open) ctx.lineTo(x, y); else ctx.moveTo(x, y);
-        open = true; last = [x, y];
+        if (!finite(v)) { flush(); open = false; continue; }
+        const x = X(s.t);
+        last = [x, Y(v)];
+        if (!dense) { point(x, v); continue; }
+        const c = Math.round(x);
+        if (c !== col) { flush(); col = c; lo = hi = v; } else { lo = Math.min(lo, v); hi = Math.max(hi, v); }
       }
+      flush();
       ctx.stroke();
       ctx.setLineDash([]);
       if (last && !line.thin) {
@@ -362,9 +378,9 @@
       drawPending = false;
       if (document.hidden) return;
       const t1 = state.samples.length ? Math.max(serverNow(), state.samples[state.samples.length - 1].t) : serverNow();
-      // Until the window fills, fit the data (at least 10 s) rather than squeeze it to the right.
+      // Until the window fills, fit the data (at least 5 s) rather than squeeze it to the right.
       const first = state.samples.length ? state.samples[0].t : t1;
-      const t0 = Math.min(t1 - 10, Math.max(t1 - state.windowS, first));
+      const t0 = Math.min(t1 - 5, Math.max(t1 - state.windowS, first));
       for (const chart of Object.values(charts)) chart.draw(state.samples, t0, t1);
     });
   }
@@ -490,6 +506,8 @@
     showRate(s);
     if (ctx.source) setText("foot-source", `monitor: ${ctx.source}`);
     setText("foot-updated", `last tick ${clock(m.t)}`);
+    if (finite(state.ticks)) state.ticks += 1; // one context event per monitor tick
+    showTicks();
     setConn("live");
     scheduleDraw();
   }
@@ -597,6 +615,12 @@
     fn(m);
   }
 
+  function showTicks() {
+    if (finite(state.ticks)) {
+      setText("foot-ticks", `${num(state.ticks)} monitor ticks · ${num(state.sourceErrors)} source errors`);
+    }
+  }
+
   // ---- status ----------------------------------------------------------------------------
 
   async function refreshStatus() {
@@ -616,7 +640,9 @@
     setText("device", st.device || "?");
     document.title = `${st.family || "edge-service"} · edge-service dashboard`;
     if (finite(st.uptime_s)) state.uptime = { seconds: st.uptime_s, at: Date.now() / 1000 };
-    setText("foot-ticks", `${num(st.ticks)} monitor ticks · ${num(st.source_errors)} source errors`);
+    state.ticks = st.ticks;
+    state.sourceErrors = st.source_errors;
+    showTicks();
     renderVariants(st.variants || []);
     renderPolicy(st.policy);
     if (!state.samples.length) {

@@ -139,3 +139,74 @@ def test_failed_load_marks_variant_unhealthy_and_keeps_serving_when_it_breaks() 
     assert pool.active_id == "a" and "broken" in pool.unhealthy
     pool.forgive("broken")
     assert "broken" not in pool.unhealthy
+
+
+def test_pinned_lease_loads_that_variant_once_and_leaves_the_active_one_alone() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    with pool.lease("b") as (vid, engine):
+        assert vid == "b" and engine is made["b"]
+    with pool.lease("b") as (vid, engine):
+        assert engine is made["b"]  # kept in the pinned cache, not loaded again
+    assert pool.active_id == "a" and pool.pinned == ("b",)
+    with pool.lease() as (vid, _):
+        assert vid == "a"
+
+
+def test_pinned_cache_evicts_least_recent_but_never_under_a_running_request() -> None:
+    from edge_service.runtime.pool import EnginePool
+
+    made: dict[str, ConstantEngine] = {}
+
+    def loader(vid: str) -> ConstantEngine:
+        made[vid] = ConstantEngine(vid)
+        return made[vid]
+
+    pool = EnginePool(loader, max_pinned=1)
+    pool.activate("a")
+    with pool.lease("b"):
+        with pool.lease("c"):  # evicts b while b is leased
+            assert not made["b"].closed
+        assert not made["b"].closed
+    assert made["b"].closed and not made["c"].closed
+    assert pool.pinned == ("c",)
+
+
+def test_reload_replaces_every_engine_through_the_new_loader_without_dropping_a_lease() -> None:
+    from edge_service.runtime.pool import EnginePool
+
+    versions: list[int] = [1]
+
+    def loader(vid: str) -> ConstantEngine:
+        return ConstantEngine(vid, float(versions[0]))
+
+    pool = EnginePool(loader)
+    pool.activate("a")
+    pool.preload(["b"])
+    with pool.lease() as (_, old):
+        versions[0] = 2
+        pool.reload()
+        assert old.infer(np.zeros((1, 1, 4, 4), np.float32))[0, 0] == 1.0  # still usable
+    assert old.closed
+    with pool.lease() as (vid, new):
+        assert vid == "a" and new.infer(np.zeros((1, 1, 4, 4), np.float32))[0, 0] == 2.0
+    assert pool.standby == ()
+
+
+def test_standby_dropped_while_leased_closes_after_the_lease() -> None:
+    pool, made = _pool()
+    pool.activate("a")
+    pool.preload(["b"])
+    with pool.lease("b") as (_, engine):
+        pool.preload([])
+        assert not engine.closed
+    assert made["b"].closed
+
+
+def test_pinned_lease_of_a_variant_that_fails_to_load_raises_and_active_keeps_serving() -> None:
+    pool, _ = _pool()
+    pool.activate("a")
+    with pytest.raises(EngineError), pool.lease("broken"):
+        pass
+    with pool.lease() as (vid, _):
+        assert vid == "a"
