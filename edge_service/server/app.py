@@ -16,7 +16,7 @@ import edge_service
 from edge_service.config import Settings
 from edge_service.errors import EdgeServiceError, OverloadedError, UnauthorizedError
 from edge_service.monitor.source import MonitorSource
-from edge_service.server import frames, kserve, ops
+from edge_service.server import dashboard, frames, kserve, ops
 from edge_service.server.broadcast import Broadcaster
 from edge_service.server.service import start_service
 
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, source: MonitorSource | None = 
         lifespan=lifespan,
     )
     app.state.service = None
-    for router in (frames.router, kserve.router, ops.router):
+    for router in (frames.router, kserve.router, ops.router, dashboard.router):
         app.include_router(router)
     app.add_exception_handler(EdgeServiceError, _edge_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)

@@ -28,6 +28,25 @@ from edge_service.server.service import Service
 
 router = APIRouter(tags=["inference"], dependencies=[InferenceDep])
 FRAME_ERRORS = errors(400, 401, 404, 413, 415, 503)
+_IMAGE = {"schema": {"type": "string", "format": "binary"}}
+_FORM = {
+    "schema": {
+        "type": "object",
+        "properties": {"frame": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+    }
+}
+ONE_FRAME = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/png": _IMAGE,
+            "image/jpeg": _IMAGE,
+            "application/octet-stream": _IMAGE,
+            "multipart/form-data": _FORM,
+        },
+    }
+}
+FRAMES = {"requestBody": {"required": True, "content": {"multipart/form-data": _FORM}}}
 
 Width = Annotated[int | None, Query(gt=0, description="raw frames: width")]
 Height = Annotated[int | None, Query(gt=0, description="raw frames: height")]
@@ -110,7 +129,9 @@ async def infer_frames(
     return job, results, decoded
 
 
-@router.post("/v1/infer", response_model=InferResponse, responses=FRAME_ERRORS)
+@router.post(
+    "/v1/infer", response_model=InferResponse, responses=FRAME_ERRORS, openapi_extra=ONE_FRAME
+)
 async def infer(
     request: Request,
     service: ServiceDep,
@@ -158,7 +179,12 @@ async def infer(
     )
 
 
-@router.post("/v1/infer/batch", response_model=BatchInferResponse, responses=FRAME_ERRORS)
+@router.post(
+    "/v1/infer/batch",
+    response_model=BatchInferResponse,
+    responses=FRAME_ERRORS,
+    openapi_extra=FRAMES,
+)
 async def infer_batch(
     request: Request,
     service: ServiceDep,

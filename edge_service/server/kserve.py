@@ -20,7 +20,7 @@ import edge_service
 from edge_service.errors import BadInputError, EdgeServiceError, NotFoundError
 from edge_service.runtime.batcher import BatchResult
 from edge_service.runtime.postprocess import top_k
-from edge_service.server.deps import InferenceDep, ServiceDep, errors, read_body
+from edge_service.server.deps import InferenceDep, ServiceDep, read_body
 from edge_service.server.inference import (
     FrameJob,
     TensorJob,
@@ -29,6 +29,7 @@ from edge_service.server.inference import (
     run_job,
     unknown_model,
 )
+from edge_service.server.schemas import V2ErrorResponse
 from edge_service.server.service import Service
 from edge_service.server.v2codec import (
     TRITON_TYPES,
@@ -39,6 +40,13 @@ from edge_service.server.v2codec import (
 )
 
 router = APIRouter(tags=["kserve-v2"])
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for v2 error statuses."""
+    return {code: {"model": V2ErrorResponse} for code in codes}
+
+
 V2_ERRORS = errors(400, 401, 404, 413, 415, 503)
 ModelName = Annotated[str, Path(description="the family name (one model per server)")]
 Version = Annotated[str, Path(description="a variant id, e.g. base@int8")]
@@ -157,10 +165,54 @@ async def model_config(
     }
 
 
-@router.post("/v2/models/{model}/infer", responses=V2_ERRORS, dependencies=[InferenceDep])
-@router.post(
-    "/v2/models/{model}/versions/{version}/infer", responses=V2_ERRORS, dependencies=[InferenceDep]
-)
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": ["FP32", "FP16", "FP64", "UINT8", "BYTES"]},
+        "data": {"type": "array", "description": "row-major values (or binary_data_size)"},
+        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
+    },
+}
+_INFER_DOC: dict[str, Any] = {
+    "openapi_extra": {
+        "requestBody": {
+            "required": True,
+            "description": "A JSON inference request; with the binary-data extension, the "
+            "JSON header (length in Inference-Header-Content-Length) then raw tensor bytes.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["inputs"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "inputs": {"type": "array", "items": _TENSOR},
+                            "outputs": {"type": "array", "items": {"type": "object"}},
+                            "parameters": {"type": "object"},
+                        },
+                    }
+                },
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+    "responses": {
+        200: {
+            "description": "Outputs as JSON, or a JSON header + binary tensors (see "
+            "Inference-Header-Content-Length)",
+            "content": {"application/json": {}, "application/octet-stream": {}},
+        },
+        **V2_ERRORS,
+    },
+    "dependencies": [InferenceDep],
+}
+
+
+@router.post("/v2/models/{model}/infer", **_INFER_DOC)
+@router.post("/v2/models/{model}/versions/{version}/infer", **_INFER_DOC)
 async def infer(
     request: Request,
     service: ServiceDep,

@@ -58,6 +58,13 @@ class ErrorResponse(BaseModel):
     detail: str = Field(description="what went wrong and what to do")
 
 
+class V2ErrorResponse(BaseModel):
+    """KServe v2 errors keep the protocol's shape (Triton clients print ``error``)."""
+
+    error: str = Field(description="what went wrong and what to do")
+    code: str = Field(description="a stable machine-readable code")
+
+
 class VariantOut(BaseModel):
     id: str
     precision: str

@@ -91,7 +91,11 @@ def _open_page(browser: Any, url: str) -> Iterator[tuple[Any, list[str]]]:
     page.on("console", console)
     page.on("request", request)
     try:
-        page.goto(url)
+        response = page.goto(url)
+        assert response is not None and response.status == 200, (
+            f"GET {url} answered {response and response.status}: is the dashboard router "
+            "included in create_app?"
+        )
         yield page, problems
     finally:
         page.close()
