@@ -11,7 +11,7 @@ DATA   := /usr/share/datasets/fashion-mnist
 TORCH  := torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test data engines lint typecheck unit integration clean help
+.PHONY: run test data browser engines lint typecheck unit integration clean help
 
 help:
 	@echo "make run   - install, build the default engines if missing, serve on 127.0.0.1:8080"
@@ -37,6 +37,13 @@ data:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
 	fi
 
+# The dashboard test drives Debian's Chromium headless (never a downloaded browser).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  echo "installing Debian's chromium for the dashboard test"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
 # Idempotent: a second run builds nothing and says so.
 engines: $(VENV)/.run-installed data
 	$(BIN)/edge-service build
@@ -53,10 +60,10 @@ typecheck: $(VENV)/.dev-installed
 unit: $(VENV)/.dev-installed data
 	$(BIN)/pytest -q tests/unit
 
-integration: $(VENV)/.dev-installed data
+integration: $(VENV)/.dev-installed data browser
 	$(BIN)/pytest -q tests/integration
 
-test: $(VENV)/.dev-installed data
+test: $(VENV)/.dev-installed data browser
 	$(BIN)/ruff check edge_service tests bench
 	$(BIN)/mypy edge_service
 	$(BIN)/pytest -q

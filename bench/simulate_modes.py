@@ -29,9 +29,17 @@ def trace(seconds: int = 30) -> list[Context]:
     out = []
     for p, (name, mode_id, cores) in enumerate(PHASES):
         for s in range(seconds):
-            out.append(Context(t=float(p * seconds + s), source="script", cpu_online=cores,
-                               cpu_load=0.3, mem_available_mb=3000, mem_total_mb=4000,
-                               power_mode=PowerMode(mode_id, name)))
+            out.append(
+                Context(
+                    t=float(p * seconds + s),
+                    source="script",
+                    cpu_online=cores,
+                    cpu_load=0.3,
+                    mem_available_mb=3000,
+                    mem_total_mb=4000,
+                    power_mode=PowerMode(mode_id, name),
+                )
+            )
     return out
 
 
@@ -44,22 +52,28 @@ def main() -> None:
     catalog = load_catalog(args.engines_dir / args.family)
     policy = Policy(latency_budget_ms=args.budget, cooldown_s=5.0)
     results = simulate(trace(), Predictor(catalog, device_name()), policy)
-    rows = ["| strategy | SLO violations | mean top-1 | energy mJ/inference | switches |",
-            "|---|---|---|---|---|"]
+    rows = [
+        "| strategy | SLO violations | mean top-1 | energy mJ/inference | switches |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
-        energy = "-" if r.mean_energy_mj is None else (
-            f"{r.mean_energy_mj:.3f}" + (" (estimated)" if r.energy_estimated else ""))
+        energy = (
+            "-"
+            if r.mean_energy_mj is None
+            else (f"{r.mean_energy_mj:.3f}" + (" (estimated)" if r.energy_estimated else ""))
+        )
         acc = "-" if r.mean_accuracy is None else f"{r.mean_accuracy:.4f}"
-        rows.append(f"| {r.name} | {r.slo_violation_rate:.1%} | {acc} | {energy} | "
-                    f"{r.switches} |")
+        rows.append(f"| {r.name} | {r.slo_violation_rate:.1%} | {acc} | {energy} | {r.switches} |")
     body = "\n".join(rows) + (
         f"\n\nTrace: {' -> '.join(p[0] for p in PHASES)}, 30 contexts each; p99 budget "
         f"{args.budget} ms; profiles measured by `edge-service profile` in the emulated modes "
         "(MAXN = 2 cores, HALF and MIN = 1 core on this 2-core VM). Simulation on profiles "
-        "only: the served-HTTP benchmark comes with the operator API.")
+        "only: the served-HTTP benchmark comes with the operator API."
+    )
     print(body)
-    write_section("simulate_modes", "Policy vs baselines on a power-mode trace (issue 6, "
-                  "simulated)", body)
+    write_section(
+        "simulate_modes", "Policy vs baselines on a power-mode trace (issue 6, simulated)", body
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ class AdaptationEvent:
     context: dict[str, Any] = field(default_factory=dict)
     predicted_latency_ms: float | None = None
     observed_latency_ms: float | None = None
+    swap_ms: float | None = None  # how long the swap took (None: it failed)
+    preloaded: bool | None = None  # whether the new engine was already loaded
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -137,9 +137,10 @@ class AdaptationLoop:
     def _switch(
         self, t: float, ctx: Context | None, current: str | None, decision: Decision
     ) -> None:
-        error = None
+        error, swap_ms, preloaded = None, None, None
         try:
             self._pool.activate(decision.variant_id)
+            swap_ms, preloaded = self._pool.last_swap_ms, self._pool.last_swap_preloaded
             self._last_change_t = t
             self._preload(decision.variant_id)
         except EdgeServiceError as exc:
@@ -163,6 +164,8 @@ class AdaptationLoop:
                 reason=decision.reason,
                 context=summary,
                 predicted_latency_ms=self.strategy.predicted_ms(decision.variant_id),
+                swap_ms=swap_ms,
+                preloaded=preloaded,
                 error=error,
             )
         )

@@ -23,8 +23,14 @@ The model has three steps.
    to the one recording more resources, then by name. Linear scaling is a first-order
    model (kernels scale sub-linearly with cores, memory-bound ones barely with clocks);
    step 3 absorbs what it gets wrong.
-3. **Correct.** Latency and energy are multiplied by a per-variant online correction, an
-   EWMA of observed / predicted latency clamped to [0.25, 20], fed by `Predictor.observe`.
+3. **Correct.** Latency and energy are multiplied by an online correction, an EWMA of
+   observed / predicted latency clamped to [0.25, 20], fed by `Predictor.observe` with the
+   active engine's times. The correction belongs to the processor, not the variant: what
+   makes the active engine slower than its profile (other processes on the CPU, a busy
+   GPU, throttling) slows every engine on that processor alike, so one correction learned
+   on the active CPU engine applies to every CPU variant (and one for the GPU ones). A
+   per-variant correction would make every variant the server has not run lately look
+   uncontended, and the policy would hop between them.
 
 Energy is the profile's energy (or, without one, its mean power x latency) scaled by the
 predicted / measured latency ratio: constant power, so energy follows time. Memory, power
@@ -159,7 +165,7 @@ class Predictor:
         prediction that is not a positive finite number (an unmeasured variant) teaches
         nothing and is skipped.
         """
-        self._catalog.variant(variant_id)  # NotFoundError for a typo, not a silent entry
+        key = self._key(variant_id)  # NotFoundError for a typo, not a silent entry
         if not (math.isfinite(observed_ms) and observed_ms >= 0):
             raise ValueError(f"observed_ms must be a finite latency >= 0, got {observed_ms}")
         if not (math.isfinite(predicted_ms) and predicted_ms > 0):
@@ -167,18 +173,28 @@ class Predictor:
             return
         ratio = _clamp(observed_ms / predicted_ms)
         with self._lock:
-            old = self._corrections.get(variant_id, 1.0)
-            self._corrections[variant_id] = _clamp(old + self._alpha * (ratio - old))
+            old = self._corrections.get(key, 1.0)
+            self._corrections[key] = _clamp(old + self._alpha * (ratio - old))
 
     def correction(self, variant_id: str) -> float:
-        """The factor now applied to ``variant_id``'s latency and energy (1.0 until observed)."""
+        """The factor now applied to ``variant_id``'s latency and energy: its processor's
+        (1.0 until an engine on that processor was observed)."""
+        key = self._key(variant_id)
         with self._lock:
-            return self._corrections.get(variant_id, 1.0)
+            return self._corrections.get(key, 1.0)
 
     def reset(self, variant_id: str) -> None:
-        """Forget ``variant_id``'s correction (e.g. after re-profiling it)."""
+        """Forget the correction of ``variant_id``'s processor (e.g. after re-profiling)."""
+        key = self._key(variant_id)
         with self._lock:
-            self._corrections.pop(variant_id, None)
+            self._corrections.pop(key, None)
+
+    def _key(self, variant_id: str) -> str:
+        """``"gpu"`` or ``"cpu"``: which processor's correction applies to the variant."""
+        variant = self._catalog.variant(variant_id)
+        profiles = [p for modes in variant.profiles.values() for p in modes.values()]
+        on_gpu = variant.backend == "tensorrt" or any(is_gpu_backend(variant, p) for p in profiles)
+        return "gpu" if on_gpu else "cpu"
 
     def _find(self, variant: Variant, ctx: Context, batch: int) -> _Source | None:
         """The exact profile if measured, else the nearest: this device first, then any."""

@@ -41,6 +41,7 @@ class EnginePool:
         self._pinned: OrderedDict[str, Engine] = OrderedDict()  # for pinned requests
         self._unhealthy: set[str] = set()
         self.last_swap_ms: float | None = None
+        self.last_swap_preloaded: bool | None = None
         self.swaps = 0
 
     @property
@@ -144,6 +145,7 @@ class EnginePool:
                 if reuse
                 else None
             )
+        preloaded = engine is not None
         if engine is None:
             try:
                 engine = self._loader(variant_id)
@@ -157,6 +159,7 @@ class EnginePool:
             to_close = self._retire(old)
             self.swaps += 1
         self.last_swap_ms = (time.perf_counter() - started) * 1e3
+        self.last_swap_preloaded = preloaded
         if to_close is not None:
             to_close.close()
         log.info("active engine is now %s (swap %.2f ms)", variant_id, self.last_swap_ms)

@@ -15,7 +15,7 @@ from edge_service.runtime.batcher import BatchResult
 from edge_service.runtime.detection import decode_detections
 from edge_service.runtime.postprocess import top_k
 from edge_service.server.deps import InferenceDep, ServiceDep, StreamDep, errors, read_body
-from edge_service.server.inference import FrameJob, check_variant, decode_frames, run_job
+from edge_service.server.inference import FrameJob, check_variant, decode_frames, observe, run_job
 from edge_service.server.schemas import (
     BatchInferResponse,
     DetectionOut,
@@ -124,8 +124,7 @@ async def infer_frames(
     decoded = time.perf_counter()
     job = FrameJob(service, images)
     results = await run_job(service, job, len(images), variant)
-    for r in results:
-        service.loop.strategy.observe(r.variant_id, r.engine_ms)
+    observe(service, results)
     return job, results, decoded
 
 
@@ -161,7 +160,9 @@ async def infer(
     r = results[0]
     frame = frame_results(service, results, job, k or service.settings.top_k)[0]
     total = _ms(started)
-    service.telemetry.record("v1_infer", r.variant_id, "ok", total, stream=stream)
+    service.telemetry.record(
+        "v1_infer", r.variant_id, "ok", total, stream=stream, engine_ms=r.engine_ms / r.batch_rows
+    )
     return InferResponse(
         predictions=frame.predictions,
         detections=frame.detections,

@@ -125,5 +125,13 @@ def _rows(job: FrameJob | TensorJob) -> int:
     return len(job.images) if isinstance(job, FrameJob) else int(job.tensor.shape[0])
 
 
+def observe(service: Service, results: list[BatchResult]) -> None:
+    """Feed the controller's latency correction with single-frame engine calls (a batched
+    call's time is not a batch-1 latency, which is what the profiles predict)."""
+    for r in results:
+        if r.batch_rows == 1:
+            service.loop.strategy.observe(r.variant_id, r.engine_ms)
+
+
 def unknown_model(name: str, family: str) -> NotFoundError:
     return NotFoundError(f"model {name!r} is not served here; this server serves {family!r}")

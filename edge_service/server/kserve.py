@@ -26,6 +26,7 @@ from edge_service.server.inference import (
     TensorJob,
     check_variant,
     decode_frames,
+    observe,
     run_job,
     unknown_model,
 )
@@ -50,7 +51,9 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 V2_ERRORS = errors(400, 401, 404, 413, 415, 503)
 ModelName = Annotated[str, Path(description="the family name (one model per server)")]
 Version = Annotated[str, Path(description="a variant id, e.g. base@int8")]
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "statistics"]
+# "statistics" is served (/v2/models/{m}/stats) but not announced: perf_analyzer reads
+# announced statistics and parses every version as an integer, and ours are variant ids.
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 
 
 def _model(service: Service, name: str) -> None:
@@ -233,12 +236,13 @@ async def infer(
     except EdgeServiceError as exc:
         service.telemetry.record("v2_infer", version or "-", exc.code, _ms(started))
         raise
-    for r in results:
-        service.loop.strategy.observe(r.variant_id, r.engine_ms)
+    observe(service, results)
     content, header_len = _respond(service, req, results)
     total = _ms(started)
     variant = results[0].variant_id
-    service.telemetry.record("v2_infer", variant, "ok", total, frames=rows)
+    service.telemetry.record(
+        "v2_infer", variant, "ok", total, frames=rows, engine_ms=_engine_share(results)
+    )
     service.telemetry.record_model(
         variant,
         rows,
@@ -323,6 +327,11 @@ def _respond(
             tensors.append(OutTensor(name, "FP32", list(arr.shape), array=arr, binary=binary))
     version = ",".join(sorted({r.variant_id for r in results}))
     return encode_response(service.catalog.family, version, req.id, tensors)
+
+
+def _engine_share(results: list[BatchResult]) -> float:
+    """This request's share of the engine calls it rode in (a batch is shared by rows)."""
+    return float(sum(r.engine_ms * r.output.shape[0] / max(r.batch_rows, 1) for r in results))
 
 
 def _ms(started: float) -> float:

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from edge_service.errors import BadInputError
 
+OVERHEAD_BUCKETS = (*(round(5e-05 * i, 5) for i in range(1, 41)), 0.003, 0.005, 0.01)
 STREAM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
@@ -94,6 +95,14 @@ class Telemetry:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.overhead_seconds = Histogram(
+            "edge_overhead_seconds",
+            "Server-side time per request outside the engine (total minus the request's "
+            "share of its engine call)",
+            ["endpoint"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=self.registry,
+        )
         self.batch_size = Histogram(
             "edge_batch_size",
             "Frames per engine call (micro-batching)",
@@ -125,10 +134,14 @@ class Telemetry:
         *,
         frames: int = 1,
         stream: str | None = None,
+        engine_ms: float | None = None,
     ) -> None:
-        """One inference request as the client saw it (status ``ok`` or an error code)."""
+        """One inference request as the client saw it (status ``ok`` or an error code);
+        ``engine_ms`` is its share of engine time, for the overhead histogram."""
         self.requests.labels(endpoint, variant, status).inc()
         self.request_seconds.labels(endpoint).observe(total_ms / 1e3)
+        if engine_ms is not None:
+            self.overhead_seconds.labels(endpoint).observe(max(0.0, total_ms - engine_ms) / 1e3)
         now = time.time()
         with self._lock:
             if status == "ok":

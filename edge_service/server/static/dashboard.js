@@ -165,7 +165,8 @@
       }
       const ticks = [];
       for (let v = yMin; v <= yMax + step / 1e6; v += step) ticks.push(v);
-      const labels = ticks.map((v) => this.opts.fmt(v));
+      const decimals = Math.max(0, Math.ceil(-Math.log10(step) - 1e-9)); // same on every tick
+      const labels = ticks.map((v) => num(v, decimals));
       const left = Math.ceil(Math.max(...labels.map((s) => ctx.measureText(s).width))) + 12;
       const plot = { x: left, y: 14, w: w - left - 10, h: h - 14 - 22 };
       const X = (t) => plot.x + ((t - t0) / (t1 - t0)) * plot.w;

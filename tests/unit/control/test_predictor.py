@@ -221,6 +221,15 @@ def test_correction_moves_by_alpha_when_one_observation_comes_in() -> None:
     assert p.correction(GPU) == 1.0
 
 
+def test_correction_learned_on_one_cpu_engine_applies_to_every_cpu_variant() -> None:
+    p = Predictor(CATALOG, DEVICE)
+    p.observe(CPU, observed_ms=4.0, predicted_ms=2.0)  # contention seen on the active engine
+    cpu_variants = [v.id for v in CATALOG.variants if p._key(v.id) == "cpu"]
+    assert len(cpu_variants) >= 2
+    assert all(p.correction(v) == pytest.approx(1.2) for v in cpu_variants)
+    assert p.correction(GPU) == 1.0
+
+
 def test_correction_converges_to_observed_over_predicted_when_fed_repeatedly() -> None:
     p = Predictor(CATALOG, DEVICE, alpha=0.3)
     for _ in range(60):

@@ -41,7 +41,7 @@ def spec():
 
 def test_every_endpoint_is_documented(spec):
     documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
-    assert EXPECTED <= documented, EXPECTED - documented
+    assert documented >= EXPECTED, EXPECTED - documented
     app = create_app(Settings())
     for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema:
