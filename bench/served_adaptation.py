@@ -1,7 +1,7 @@
 """Adaptation under a steady HTTP load, with static baselines, on this machine's CPU.
 
     edge-service build && edge-service profile      # engines with per-mode profiles
-    python bench/served_adaptation.py [--budget-ms 0.25] [--rate 200] [--phase-s 12]
+    python bench/served_adaptation.py [--budget-ms 0.5] [--rate 200] [--phase-s 12]
 
 A real server (``edge-service serve``, emulated power modes, the budget policy) takes an
 open-loop load of Fashion-MNIST PNG frames over HTTP while a script runs five phases:
@@ -232,7 +232,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engines-dir", type=Path, default=Path("engines"))
     parser.add_argument("--family", default="fashion")
-    parser.add_argument("--budget-ms", type=float, default=0.25)
+    parser.add_argument("--budget-ms", type=float, default=0.5)
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
     parser.add_argument("--phase-s", type=float, default=12.0)
     parser.add_argument("--out", type=Path, default=HERE / "out")

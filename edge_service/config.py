@@ -1,18 +1,34 @@
 """Settings, read once at the entry point (CLI or app factory) and passed down.
 
-Every field can be set by an ``EDGE_``-prefixed environment variable, e.g. ``EDGE_PORT=9000``.
+Every field can be set by an ``EDGE_``-prefixed environment variable, e.g. ``EDGE_PORT=9000``,
+or by a key of the same name in a TOML file named by ``EDGE_CONFIG_FILE`` (``serve --config``):
+``port = 9000``. Precedence: explicit CLI options, then the environment, then the file, then
+the defaults. A key the file does not know is refused with its name. The tokens can also be
+read from files (``EDGE_CONTROL_TOKEN_FILE``), the form Docker and Kubernetes secrets take.
 There is no module-level instance: build one with ``Settings()`` where the process starts.
 """
 
 from __future__ import annotations
 
+import difflib
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from edge_service.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 DEFAULT_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +40,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGE_", frozen=True, extra="ignore")
 
+    config_file: Path | None = Field(
+        None, description="TOML file of settings; the environment and CLI options win over it"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     engines_dir: Path = REPO_ROOT / "engines"
@@ -64,6 +83,12 @@ class Settings(BaseSettings):
     inference_token: SecretStr | None = Field(
         None, description="bearer token for inference endpoints (none: open)"
     )
+    control_token_file: Path | None = Field(
+        None, description="read the control token from this file (a Docker/Kubernetes secret)"
+    )
+    inference_token_file: Path | None = Field(
+        None, description="read the inference token from this file"
+    )
     batch_max_size: int = Field(8, ge=1, le=64, description="micro-batch: most frames per call")
     batch_max_delay_ms: float = Field(
         0.0, ge=0.0, le=100.0, description="micro-batch: longest wait for more frames"
@@ -76,6 +101,40 @@ class Settings(BaseSettings):
         2, ge=0, description="engines kept loaded for requests pinned to a non-active variant"
     )
     streams_kept: int = Field(256, ge=1, description="camera streams with statistics kept")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The config file ranks below the CLI options and the environment."""
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+            _ConfigFileSource(settings_cls),
+        )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_token_files(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for name in SECRET_FIELDS:
+            path = data.get(f"{name}_file")
+            if path is None or str(path) == "":
+                continue
+            if data.get(name) is not None:
+                raise ConfigError(
+                    f"both EDGE_{name.upper()} and EDGE_{name.upper()}_FILE are set: keep one"
+                )
+            data = {**data, name: read_secret_file(Path(path), name)}
+        return data
 
     @model_validator(mode="after")
     def _refuse_unsafe_bind(self) -> Settings:
@@ -103,3 +162,66 @@ class Settings(BaseSettings):
     def family_dir(self) -> Path:
         """Where the served family's catalog and artifacts live."""
         return self.engines_dir / self.family
+
+    def masked(self) -> dict[str, Any]:
+        """Every setting as JSON-able values, the tokens shown as ``**********``."""
+        return self.model_dump(mode="json")
+
+
+SECRET_FIELDS = ("control_token", "inference_token")
+NOT_IN_FILE = frozenset({"config_file"})
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML file: top-level ``name = value`` keys named as the fields.
+
+    ConfigError, naming the file, when it cannot be read or parsed, or has keys that are
+    not settings (with the nearest setting name as a hint).
+    """
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the config file {path} ({exc.strerror}); fix EDGE_CONFIG_FILE "
+            "or serve --config"
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
+    known = set(Settings.model_fields) - NOT_IN_FILE
+    unknown = sorted(set(data) - known)
+    if unknown:
+        hints = [
+            f"{key} (did you mean {close[0]}?)" if close else key
+            for key in unknown
+            for close in [difflib.get_close_matches(key, known, n=1)]
+        ]
+        raise ConfigError(
+            f"the config file {path} has unknown settings: {', '.join(hints)}; "
+            "`edge-service serve --print-config` lists them all"
+        )
+    return data
+
+
+def read_secret_file(path: Path, name: str) -> str:
+    """A token kept in a file (trailing newline dropped); ConfigError if unreadable/empty."""
+    try:
+        value = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read EDGE_{name.upper()}_FILE={path} ({exc.strerror}): mount the secret "
+            "there or unset the variable"
+        ) from exc
+    if not value:
+        raise ConfigError(f"EDGE_{name.upper()}_FILE={path} is empty")
+    return value
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The TOML file named by ``config_file`` in a higher-ranked source (CLI or env)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("config_file")
+        return read_config_file(Path(path)) if path else {}

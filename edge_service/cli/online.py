@@ -21,6 +21,7 @@ from edge_service.cli._common import (
     settings_from,
     setup_logging,
 )
+from edge_service.config import NOT_IN_FILE, SECRET_FIELDS, Settings
 from edge_service.errors import ConfigError, EdgeServiceError
 
 if TYPE_CHECKING:
@@ -37,18 +38,40 @@ def serve(
     port: Annotated[int | None, typer.Option(help="port (EDGE_PORT)")] = None,
     family: FamilyOpt = None,
     engines_dir: EnginesOpt = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="TOML file of settings (EDGE_CONFIG_FILE); the environment and options win",
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config", help="print the effective settings (tokens masked) and exit"
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="with --print-config: JSON instead of TOML")
+    ] = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve the family over HTTP (needs its engines: edge-service build)."""
     setup_logging(verbose)
     try:
+        settings = _serve_settings(
+            host=host, port=port, family=family, engines_dir=engines_dir, config_file=config
+        )
+        if print_config:
+            masked = settings.masked()
+            sys.stdout.write(json.dumps(masked, indent=2) + "\n" if as_json else to_toml(masked))
+            return
         import uvicorn
 
         from edge_service.monitor.select import open_source
         from edge_service.repository import load_catalog
         from edge_service.server.app import create_app
 
-        settings = settings_from(host=host, port=port, family=family, engines_dir=engines_dir)
         load_catalog(settings.family_dir)  # fail fast, before binding the port
         open_source(settings.monitor_source, settings.monitor_trace).close()
     except EdgeServiceError as exc:
@@ -60,6 +83,42 @@ def serve(
         log_config=None,
         access_log=verbose,
     )
+
+
+def _serve_settings(**overrides: object) -> Settings:
+    """Settings as ``settings_from`` makes them, a bad value told as a ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return settings_from(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings ({problems}); each is set by an option, EDGE_<NAME> or a key "
+            "of the config file"
+        ) from exc
+
+
+def to_toml(values: dict[str, object]) -> str:
+    """Settings as a TOML file ``--config`` reads back; unset ones and tokens commented."""
+    lines = ["# edge-service: effective settings (edge-service serve --print-config)"]
+    for key, value in values.items():
+        if value is None:
+            lines.append(f"# {key} = (unset)")
+        elif key in SECRET_FIELDS:
+            lines.append(f"# {key} = {json.dumps(value)}  (masked)")
+        elif key in NOT_IN_FILE:
+            lines.append(
+                f"# {key} = {json.dumps(value)}  (this file: EDGE_CONFIG_FILE or --config)"
+            )
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
 
 
 @app.command()

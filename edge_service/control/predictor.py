@@ -30,7 +30,11 @@ The model has three steps.
    GPU, throttling) slows every engine on that processor alike, so one correction learned
    on the active CPU engine applies to every CPU variant (and one for the GPU ones). A
    per-variant correction would make every variant the server has not run lately look
-   uncontended, and the policy would hop between them.
+   uncontended, and the policy would hop between them. The p99 also learns the tail: once
+   64 calls were observed, a variant's p99 is at least its corrected p50 plus the 99th
+   percentile of the recent *stalls* (observed time minus corrected p50) on that
+   processor. Stalls (preemption by other threads or processes) add time whatever the
+   variant, so they carry over to variants that were not observed.
 
 Energy is the profile's energy (or, without one, its mean power x latency) scaled by the
 predicted / measured latency ratio: constant power, so energy follows time. Memory, power
@@ -43,6 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -53,6 +58,9 @@ from edge_service.repository import Catalog, Profile, Variant
 
 log = logging.getLogger(__name__)
 
+STALL_WINDOW = 512  # engine calls whose stalls are kept (a few seconds at serving rates)
+STALL_MIN = 64  # observed calls before the observed tail is trusted
+STALL_QUANTILE = 0.99
 CORRECTION_MIN = 0.25
 CORRECTION_MAX = 20.0
 MEASURED = "measured"
@@ -117,6 +125,8 @@ class Predictor:
             )
         self._catalog, self._device, self._alpha = catalog, device, alpha
         self._corrections: dict[str, float] = {}
+        self._stalls: dict[str, deque[float]] = {}  # observed minus corrected p50, per processor
+        self._tail: dict[str, float] = {}  # cached STALL_QUANTILE of _stalls
         self._lock = threading.Lock()
 
     @property
@@ -142,7 +152,7 @@ class Predictor:
             variant_id=variant_id,
             accuracy=accuracy,
             p50_ms=p50,
-            p99_ms=stats.p99_ms * factor * correction,
+            p99_ms=self._p99(variant_id, stats.p99_ms * factor, stats.p50_ms * factor, correction),
             memory_mb=found.profile.memory_mb,
             power_mw=found.profile.power_mw,
             energy_mj=energy,
@@ -174,7 +184,10 @@ class Predictor:
         ratio = _clamp(observed_ms / predicted_ms)
         with self._lock:
             old = self._corrections.get(key, 1.0)
-            self._corrections[key] = _clamp(old + self._alpha * (ratio - old))
+            new = self._corrections[key] = _clamp(old + self._alpha * (ratio - old))
+            stalls = self._stalls.setdefault(key, deque(maxlen=STALL_WINDOW))
+            stalls.append(observed_ms - predicted_ms * new)
+            self._tail.pop(key, None)
 
     def correction(self, variant_id: str) -> float:
         """The factor now applied to ``variant_id``'s latency and energy: its processor's
@@ -188,6 +201,25 @@ class Predictor:
         key = self._key(variant_id)
         with self._lock:
             self._corrections.pop(key, None)
+            self._stalls.pop(key, None)
+            self._tail.pop(key, None)
+
+    def _p99(self, variant_id: str, model_p99: float, model_p50: float, correction: float) -> float:
+        """The profile's p99 scaled by the correction, or, once enough engine calls were
+        observed, the corrected p50 plus the observed tail of stalls (what the board adds
+        on top of the engine's own time: preemption by other threads and processes),
+        whichever is larger."""
+        key = self._key(variant_id)
+        with self._lock:
+            tail = self._tail.get(key)
+            stalls = self._stalls.get(key)
+            if tail is None and stalls is not None and len(stalls) >= STALL_MIN:
+                ordered = sorted(stalls)
+                tail = self._tail[key] = ordered[int(STALL_QUANTILE * (len(ordered) - 1))]
+        scaled = model_p99 * correction
+        if tail is None:
+            return scaled
+        return max(scaled, model_p50 * correction + tail)
 
     def _key(self, variant_id: str) -> str:
         """``"gpu"`` or ``"cpu"``: which processor's correction applies to the variant."""

@@ -288,3 +288,21 @@ def test_observe_refuses_when_variant_is_unknown() -> None:
 def test_predictor_refuses_when_alpha_is_outside_unit_interval(alpha: float) -> None:
     with pytest.raises(ConfigError, match="alpha"):
         Predictor(CATALOG, DEVICE, alpha=alpha)
+
+
+def test_observed_stalls_raise_every_cpu_variants_p99_once_enough_calls_are_seen() -> None:
+    p = Predictor(CATALOG, DEVICE, alpha=0.2)
+    others = [v.id for v in CATALOG.variants if v.id != CPU and p._key(v.id) == "cpu"]
+    before = {v: p.estimate(v, ctx()).p99_ms for v in [CPU, *others]}
+    model = p.estimate(CPU, ctx()).model_p50_ms
+    for i in range(63):  # too few calls: the tail is not trusted yet
+        p.observe(CPU, observed_ms=model + (5.0 if i % 10 == 0 else 0.0), predicted_ms=model)
+    assert p.estimate(CPU, ctx()).p99_ms == pytest.approx(before[CPU] * p.correction(CPU))
+    for i in range(200):  # one call in ten stalls by 5 ms
+        p.observe(CPU, observed_ms=model + (5.0 if i % 10 == 0 else 0.0), predicted_ms=model)
+    for vid in [CPU, *others]:
+        e = p.estimate(vid, ctx())
+        if math.isfinite(e.p99_ms):
+            assert e.p99_ms >= e.p50_ms + 3.0, vid  # the stalls carry over to every CPU variant
+    p.reset(CPU)
+    assert p.estimate(CPU, ctx()).p99_ms == pytest.approx(before[CPU])
