@@ -185,7 +185,9 @@ def scenario(args: argparse.Namespace, run: Run, data: list, memory_cut_mb: floa
     stop, hog = threading.Event(), Hog()
     if run.pin:
         ctl.post("/v1/pin", json={"variant": run.pin}).raise_for_status()
-    threads = [threading.Thread(target=listen, args=(url, run, stop), daemon=True)]
+    threads = [
+        threading.Thread(target=listen, args=(url, run, stop), daemon=True)
+    ]  # ends with the server
     threads += [
         threading.Thread(target=load, args=(url, run, data, args.rate, stop, k)) for k in range(4)
     ]
@@ -216,7 +218,11 @@ def scenario(args: argparse.Namespace, run: Run, data: list, memory_cut_mb: floa
             t.join(15)
         ctl.close()
         proc.terminate()
-        proc.wait(15)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def cut_below_active(ctl: httpx.Client) -> float:

@@ -117,6 +117,9 @@ class Profile(_Model):
     cores: int | None = None
     cpu_max_freq_hz: int | None = None
     gpu_max_freq_hz: int | None = None
+    # top-1 of this engine on this device (TensorRT engines are built per device), on the
+    # profiler's held-out split; None where the catalog's accuracy applies (ONNX Runtime)
+    accuracy: float | None = Field(None, ge=0, le=1)
     measured_at: datetime
 
     def latency_ms(self, batch: int = 1) -> float | None:

@@ -137,7 +137,7 @@ class Predictor:
     def estimate(self, variant_id: str, ctx: Context, batch: int = 1) -> Estimate:
         """Predict ``variant_id`` in ``ctx`` at ``batch``; NotFoundError for an unknown id."""
         variant = self._catalog.variant(variant_id)
-        accuracy = variant.accuracy.top1 if variant.accuracy is not None else None
+        accuracy = device_accuracy(variant, self._device)
         correction = self.correction(variant_id)
         found = self._find(variant, ctx, batch)
         if found is None:
@@ -241,6 +241,15 @@ class Predictor:
     def _scaled_label(self, source: _Source) -> str:
         where = "" if source.device == self._device else f" on {source.device}"
         return f"scaled from {source.mode}{where}"
+
+
+def device_accuracy(variant: Variant, device: str) -> float | None:
+    """The variant's top-1 on ``device``: measured there (a TensorRT profile's), else the
+    catalog's."""
+    on_device = [p.accuracy for p in variant.profiles.get(device, {}).values() if p.accuracy]
+    if on_device:
+        return on_device[0]
+    return variant.accuracy.top1 if variant.accuracy is not None else None
 
 
 def is_gpu_backend(variant: Variant, profile: Profile) -> bool:

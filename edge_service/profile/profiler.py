@@ -17,9 +17,11 @@ is absorbed by loading one engine unmeasured first (`prime_runtime`). On a Jetso
 GPU's nvmap buffers of a TensorRT engine are not in RSS, so they are not counted.
 
 Accuracy (``accuracy_split``) is measured once per run for TensorRT variants only, in the
-first mode they are measured in, and reported through ``on_progress``; it is not stored.
-A power mode changes clocks and cores, not arithmetic, and ONNX Runtime runs the same file
-the builder measured; the catalog's `Accuracy` stays the test-split figure.
+first mode they are measured in, reported through ``on_progress`` and stored in the
+profile of every mode measured in the run (``Profile.accuracy``): a TensorRT engine is
+built for its device, so its accuracy is a property of the device; a power mode changes
+clocks and cores, not arithmetic. ONNX Runtime runs the same file the builder measured,
+so its profiles carry no accuracy and the catalog's `Accuracy` applies.
 
 Resume: the catalog is saved atomically after every variant. With ``resume`` a (variant,
 mode) pair is skipped when ``profiles[device][mode]`` already holds a profile written by
@@ -174,7 +176,7 @@ def _run(
     notify: ProgressFn,
 ) -> Catalog:
     total, step = len(ids) * len(catalog.variants), 0
-    accuracy_done: set[str] = set()
+    accuracy_done: dict[str, float] = {}
     primed = False
     for mode_id in ids:
         setting = switcher.enter(mode_id)
@@ -199,7 +201,7 @@ def _profile_one(
     variant: Variant,
     setting: ModeSetting,
     plan: _Plan,
-    accuracy_done: set[str],
+    accuracy_done: dict[str, float],
     step: int,
     total: int,
 ) -> ProfileEvent:
@@ -214,7 +216,9 @@ def _profile_one(
         log.warning("%s in %s: skipped, %s", variant.id, setting.name, exc.message)
         return ProfileEvent(variant.id, setting.name, step, total, "failed", error=exc.message)
     if top1 is not None:
-        accuracy_done.add(variant.id)
+        accuracy_done[variant.id] = top1
+    if variant.id in accuracy_done:
+        profile = profile.model_copy(update={"accuracy": accuracy_done[variant.id]})
     return ProfileEvent(variant.id, setting.name, step, total, "measured", profile, top1)
 
 

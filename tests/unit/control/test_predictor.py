@@ -306,3 +306,14 @@ def test_observed_stalls_raise_every_cpu_variants_p99_once_enough_calls_are_seen
             assert e.p99_ms >= e.p50_ms + 3.0, vid  # the stalls carry over to every CPU variant
     p.reset(CPU)
     assert p.estimate(CPU, ctx()).p99_ms == pytest.approx(before[CPU])
+
+
+def test_accuracy_measured_on_this_device_wins_over_the_catalogs() -> None:
+    from edge_service.control.predictor import device_accuracy
+
+    v = CATALOG.variant(GPU)
+    prof = next(iter(v.profiles[DEVICE].values()))
+    measured = prof.model_copy(update={"accuracy": 0.5})
+    v2 = v.model_copy(update={"profiles": {DEVICE: {"MAXN": measured}}})
+    assert device_accuracy(v2, DEVICE) == 0.5
+    assert device_accuracy(v2, "another-board") == (v.accuracy.top1 if v.accuracy else None)
