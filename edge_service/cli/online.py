@@ -82,6 +82,9 @@ def serve(
         port=settings.port,
         log_config=None,
         access_log=verbose,
+        # open event streams (GET /v1/events) never end by themselves: without a limit a
+        # stop would wait for every dashboard tab to close
+        timeout_graceful_shutdown=3,
     )
 
 
