@@ -37,11 +37,13 @@ data:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
 	fi
 
-# The dashboard test drives Debian's Chromium headless (never a downloaded browser).
+# The dashboard test drives Debian's Chromium headless (never a downloaded browser); the
+# deploy tests lint the container scripts with shellcheck.
 browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  echo "installing Debian's chromium for the dashboard test"; \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium; \
+	@if [ ! -x /usr/bin/chromium ] || ! command -v shellcheck >/dev/null; then \
+	  echo "installing Debian's chromium and shellcheck for the dashboard and deploy tests"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends chromium shellcheck; \
 	fi
 
 # Idempotent: a second run builds nothing and says so.

@@ -58,10 +58,10 @@ def test_config_file_cannot_name_another_config_file(tmp_path):
 
 
 def test_missing_or_malformed_file_is_a_config_error_naming_it(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read the config file .*nope.toml"):
+    with pytest.raises(ConfigError, match=r"cannot read the config file .*nope\.toml"):
         Settings(config_file=tmp_path / "nope.toml")
     bad = _write(tmp_path / "bad.toml", "port = \n")
-    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
         Settings(config_file=bad)
 
 
