@@ -94,9 +94,19 @@ class PressureStrategy:
         """The pressure rule does not learn."""
 
 
+BACKOFF_MAX_S = 60.0
+
+
 class BudgetStrategy:
     """The budget policy (latency, memory, power, accuracy) over the predictor's estimates,
-    corrected online by the engine times the server observes."""
+    corrected online by the engine times the server observes.
+
+    Backoff: a variant the policy had to leave because it broke a constraint is not taken
+    back by a voluntary move (an upgrade) for a while: twice the cooldown the first time,
+    doubling each time it is left again (at most a minute), so near the budget the server
+    does not oscillate between a variant that just fits on paper and one that really fits.
+    A variant that then serves a whole backoff period without breaking anything is
+    forgiven. A power-mode change clears every hold (the board is a different one now)."""
 
     name = "budget"
 
@@ -104,6 +114,10 @@ class BudgetStrategy:
         self._predictor, self._policy = predictor, policy
         self._lock = threading.Lock()
         self._last: dict[str, Estimate] = {}
+        self._backoff_s: dict[str, float] = {}  # variant -> its current backoff period
+        self._held_until: dict[str, float] = {}  # variant -> no voluntary move to it before
+        self._since: tuple[str, float] | None = None  # (current variant, when it came)
+        self._mode: str | None = None  # the power mode the holds were earned in
 
     def decide(
         self,
@@ -116,13 +130,44 @@ class BudgetStrategy:
         with self._lock:
             self._last = {e.variant_id: e for e in estimates}
         usable = [e for e in estimates if e.variant_id not in exclude] or estimates
-        choice = choose(ctx, usable, self._policy, PolicyState(current, last_change_t))
+        state = PolicyState(current, last_change_t)
+        choice = choose(ctx, usable, self._policy, state)
+        mode = ctx.power_mode.name if ctx.power_mode is not None else None
+        if mode != self._mode:  # a new power mode is a new situation: no old holds
+            self._mode = mode
+            self._held_until.clear()
+            self._backoff_s.clear()
+        held = self._held(ctx.t, current)
+        if choice.changed and not choice.violations and choice.variant_id in held:
+            # a voluntary move back to a variant recently left on a violation: wait
+            kept = [e for e in usable if e.variant_id not in held]
+            if kept:
+                choice = choose(ctx, kept, self._policy, state)
+        self._account(ctx.t, current, choice.variant_id, bool(choice.violations))
         return Decision(
             variant_id=choice.variant_id,
             reason=choice.reason,
             constrained=not choice.feasible,
             changed=choice.changed,
         )
+
+    def _held(self, now: float, current: str | None) -> set[str]:
+        return {v for v, until in self._held_until.items() if until > now and v != current}
+
+    def _account(self, now: float, current: str | None, chosen: str, forced: bool) -> None:
+        """Update the backoff: leaving ``current`` on a violation holds it off; serving a
+        variant for its whole backoff period without a violation forgives it."""
+        if current is not None and chosen != current and forced:
+            period = min(
+                BACKOFF_MAX_S,
+                max(2 * self._policy.cooldown_s, 2 * self._backoff_s.get(current, 0.0), 1.0),
+            )
+            self._backoff_s[current] = period
+            self._held_until[current] = now + period
+        if chosen != (self._since[0] if self._since else None):
+            self._since = (chosen, now)
+        elif self._since is not None and now - self._since[1] >= self._backoff_s.get(chosen, 0):
+            self._backoff_s.pop(chosen, None)  # it has served a whole period: forgiven
 
     def neighbours(self, variant_id: str) -> list[str]:
         with self._lock:

@@ -117,3 +117,42 @@ def test_neighbours_are_preloaded_within_budget_when_a_switch_happens() -> None:
     )
     loop.tick()
     assert pool.active_id == "base@fp32" and pool.standby == ("dw@fp32",)
+
+
+def _contended(t: float) -> Context:
+    return _ctx(t, "MAXN")
+
+
+def test_a_variant_left_on_a_violation_is_not_retaken_at_once_and_backs_off_longer() -> None:
+    predictor = Predictor(PROFILED, "dev")
+    strategy = BudgetStrategy(predictor, Policy(latency_budget_ms=2.0, cooldown_s=1.0))
+    first = strategy.decide(_contended(0.0), None, None)
+    top = first.variant_id
+    assert top == "base@fp32"
+    for _ in range(30):  # the served engine runs slow: its p99 breaks the budget
+        predictor.observe(top, observed_ms=50.0, predicted_ms=1.0)
+    left = strategy.decide(_contended(1.0), top, 0.0)
+    assert left.changed and left.variant_id != top
+    predictor.reset(top)  # the contention is gone: on paper `top` fits again
+    held = strategy.decide(_contended(2.5), left.variant_id, 1.0)
+    assert held.variant_id == left.variant_id  # held off for 2 x cooldown after leaving
+    back = strategy.decide(_contended(3.5), left.variant_id, 1.0)
+    assert back.variant_id == top
+    for _ in range(30):  # it breaks again at once: the hold doubles
+        predictor.observe(top, observed_ms=50.0, predicted_ms=1.0)
+    strategy.decide(_contended(4.0), top, 3.5)
+    predictor.reset(top)
+    assert strategy.decide(_contended(7.5), left.variant_id, 4.0).variant_id != top
+    assert strategy.decide(_contended(8.5), left.variant_id, 4.0).variant_id == top
+
+
+def test_a_power_mode_change_clears_the_holds() -> None:
+    predictor = Predictor(PROFILED, "dev")
+    strategy = BudgetStrategy(predictor, Policy(latency_budget_ms=2.0, cooldown_s=1.0))
+    for _ in range(30):
+        predictor.observe("base@fp32", observed_ms=50.0, predicted_ms=1.0)
+    left = strategy.decide(_ctx(1.0, "MAXN"), "base@fp32", 0.0)
+    predictor.reset("base@fp32")
+    assert left.variant_id != "base@fp32"
+    assert strategy.decide(_ctx(2.0, "MIN"), left.variant_id, 1.0).variant_id != "base@fp32"
+    assert strategy.decide(_ctx(3.5, "MAXN"), left.variant_id, 1.0).variant_id == "base@fp32"
