@@ -56,7 +56,7 @@ def require_control(request: Request, service: ServiceDep) -> None:
         _check_bearer(request, settings.control_token, "control endpoints")
         return
     client = request.client.host if request.client else None
-    if client not in LOOPBACK and client != "testclient":
+    if client not in LOOPBACK:
         raise UnauthorizedError(
             "control endpoints without EDGE_CONTROL_TOKEN answer loopback clients only"
         )

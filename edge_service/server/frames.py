@@ -15,7 +15,14 @@ from edge_service.runtime.batcher import BatchResult
 from edge_service.runtime.detection import decode_detections
 from edge_service.runtime.postprocess import top_k
 from edge_service.server.deps import InferenceDep, ServiceDep, StreamDep, errors, read_body
-from edge_service.server.inference import FrameJob, check_variant, decode_frames, observe, run_job
+from edge_service.server.inference import (
+    FrameJob,
+    check_variant,
+    decode_frames,
+    elapsed_ms,
+    observe,
+    run_job,
+)
 from edge_service.server.schemas import (
     BatchInferResponse,
     DetectionOut,
@@ -155,11 +162,11 @@ async def infer(
             variant=check_variant(service, variant),
         )
     except EdgeServiceError as exc:
-        service.telemetry.record("v1_infer", "-", exc.code, _ms(started), stream=stream)
+        service.telemetry.record("v1_infer", "-", exc.code, elapsed_ms(started), stream=stream)
         raise
     r = results[0]
     frame = frame_results(service, results, job, k or service.settings.top_k)[0]
-    total = _ms(started)
+    total = elapsed_ms(started)
     service.telemetry.record(
         "v1_infer", r.variant_id, "ok", total, stream=stream, engine_ms=r.engine_ms / r.batch_rows
     )
@@ -213,13 +220,15 @@ async def infer_batch(
             variant=check_variant(service, variant),
         )
     except EdgeServiceError as exc:
-        service.telemetry.record("v1_infer_batch", "-", exc.code, _ms(started), stream=stream)
+        service.telemetry.record(
+            "v1_infer_batch", "-", exc.code, elapsed_ms(started), stream=stream
+        )
         raise
     frames = frame_results(service, results, job, k or service.settings.top_k)
     for frame, (name, _) in zip(frames, parts, strict=True):
         frame.filename = name
     first = results[0]
-    total = _ms(started)
+    total = elapsed_ms(started)
     service.telemetry.record(
         "v1_infer_batch", first.variant_id, "ok", total, frames=len(frames), stream=stream
     )
@@ -237,7 +246,3 @@ async def infer_batch(
             total_ms=total,
         ),
     )
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1e3

@@ -8,6 +8,7 @@ there (`FrameJob.prepare`), never earlier.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +124,11 @@ async def run_job(
 
 def _rows(job: FrameJob | TensorJob) -> int:
     return len(job.images) if isinstance(job, FrameJob) else int(job.tensor.shape[0])
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading)."""
+    return (time.perf_counter() - started) * 1e3
 
 
 def observe(service: Service, results: list[BatchResult]) -> None:

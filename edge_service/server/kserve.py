@@ -26,6 +26,7 @@ from edge_service.server.inference import (
     TensorJob,
     check_variant,
     decode_frames,
+    elapsed_ms,
     observe,
     run_job,
     unknown_model,
@@ -234,11 +235,11 @@ async def infer(
         decoded = time.perf_counter()
         results = await run_job(service, job, rows, version)
     except EdgeServiceError as exc:
-        service.telemetry.record("v2_infer", version or "-", exc.code, _ms(started))
+        service.telemetry.record("v2_infer", version or "-", exc.code, elapsed_ms(started))
         raise
     observe(service, results)
     content, header_len = _respond(service, req, results)
-    total = _ms(started)
+    total = elapsed_ms(started)
     variant = results[0].variant_id
     service.telemetry.record(
         "v2_infer", variant, "ok", total, frames=rows, engine_ms=_engine_share(results)
@@ -305,7 +306,7 @@ async def _job(service: Service, req: V2Request) -> tuple[FrameJob | TensorJob, 
 def _respond(
     service: Service, req: V2Request, results: list[BatchResult]
 ) -> tuple[bytes, int | None]:
-    out_name, _ = output_meta(service)
+    out_name = results[0].info.output_names[0]  # the engine that ran: no lease needed
     output = results[0].output if len(results) == 1 else np.concatenate([r.output for r in results])
     wanted = req.outputs
     if wanted is None:
@@ -332,7 +333,3 @@ def _respond(
 def _engine_share(results: list[BatchResult]) -> float:
     """This request's share of the engine calls it rode in (a batch is shared by rows)."""
     return float(sum(r.engine_ms * r.output.shape[0] / max(r.batch_rows, 1) for r in results))
-
-
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1e3

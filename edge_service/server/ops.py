@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -24,6 +24,7 @@ from edge_service.errors import BadInputError, ConfigError, OverloadedError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.server.broadcast import sse
 from edge_service.server.deps import ControlDep, ServiceDep, errors
+from edge_service.server.power import ModeChange
 from edge_service.server.schemas import (
     ErrorResponse,
     PinBody,
@@ -124,17 +125,14 @@ async def status(
 async def variants(service: ServiceDep) -> VariantsResponse:
     """Every variant of the family: its profiles, accuracy, load state and health."""
     pool = service.pool
+    roles = {
+        **dict.fromkeys(pool.pinned, "pinned"),
+        **dict.fromkeys(pool.standby, "standby"),
+        **({pool.active_id: "active"} if pool.active_id else {}),
+    }
     out = []
     for v in service.catalog.variants:
-        loaded = (
-            "active"
-            if v.id == pool.active_id
-            else "standby"
-            if v.id in pool.standby
-            else "pinned"
-            if v.id in pool.pinned
-            else None
-        )
+        loaded = roles.get(v.id)
         out.append(
             VariantDetail(
                 id=v.id,
@@ -215,7 +213,7 @@ async def pin(body: PinBody, service: ServiceDep) -> PolicyResponse:
     return _policy_response(service)
 
 
-def _power_response(service: Service, change: Any = None) -> PowerModeResponse:
+def _power_response(service: Service, change: ModeChange | None = None) -> PowerModeResponse:
     current = service.power.current()
     return PowerModeResponse(
         previous=change.previous.to_dict() if change and change.previous else None,
