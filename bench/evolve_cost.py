@@ -68,8 +68,15 @@ def main() -> None:
     parser.add_argument("--measure", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
     args = parser.parse_args()
-    net, spec, kept, meta = load_supernet(args.evolved)
-    targets = {k["id"]: k["measured_top1"] for k in meta["kept"]}
+    net, spec, kept_specs, meta = load_supernet(args.evolved)
+    # training is per network: one kept at both precisions is trained once, to the better
+    # of its measured accuracies (the search may keep a network at FP32, INT8 or both)
+    measured_top1 = {k["id"]: k["measured_top1"] for k in meta["kept"]}
+    kept = list({s.family_key: s.with_precision("fp32") for s in kept_specs}.values())
+    targets = {
+        s.id: max(a for i, a in measured_top1.items() if i.split("@")[0] == s.family_key)
+        for s in kept
+    }
     cfg = TrainConfig(epochs=args.epochs)
     data, val = split_train_val(load_split(Settings().data_dir, "train"), 5000, 0, 0)
     order = np.linspace(0, len(kept) - 1, min(args.measure, len(kept))).round().astype(int)

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         description="off-Jetson: emulated power mode to serve in (0 MAXN, 1 HALF, 2 MIN)",
     )
     monitor_replay_speed: float = Field(1.0, gt=0.0)
+    nvpmodel_conf: Path = Field(
+        Path("/etc/nvpmodel.conf"),
+        description="nvpmodel's configuration; with nvpmodel on PATH it marks a Jetson",
+    )
     latency_budget_ms: float | None = Field(None, gt=0, description="p99 budget (budget policy)")
     min_accuracy: float | None = Field(None, ge=0, le=1)
     memory_budget_mb: float | None = Field(None, gt=0)
@@ -96,11 +100,20 @@ class Settings(BaseSettings):
     queue_max: int = Field(
         128, ge=1, description="requests waiting for the engine before 503 + Retry-After"
     )
+    max_inflight: int = Field(
+        64,
+        ge=1,
+        description="inference requests in the server at once (read, decoded, queued or "
+        "running); more get 503 + Retry-After before their body is kept",
+    )
     max_batch_frames: int = Field(64, ge=1, le=1024, description="frames per /v1/infer/batch")
     max_pinned_engines: int = Field(
         2, ge=0, description="engines kept loaded for requests pinned to a non-active variant"
     )
     streams_kept: int = Field(256, ge=1, description="camera streams with statistics kept")
+    drain_timeout_s: float = Field(
+        20.0, ge=0.0, description="on SIGTERM: the longest wait for requests in flight"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -89,6 +89,17 @@ class MonitorError(EdgeServiceError):
     code = "monitor_error"
 
 
+class HostCommandError(MonitorError):
+    """A command on the host (``nvpmodel``) failed or could not be run.
+
+    The request was fine and the server is up, but what it depends on on the board did
+    not do its part: a gateway failure (502), not a crash of the server.
+    """
+
+    http_status = 502
+    code = "host_command_failed"
+
+
 class UnauthorizedError(EdgeServiceError):
     """No bearer token, or the wrong one, for an endpoint that needs one."""
 

@@ -1,12 +1,29 @@
-"""Small file helpers: atomic writes and checksums, so nothing half-written is read back."""
+"""Small file helpers: atomic writes and checksums, so nothing half-written is read back.
+
+Every artifact is written to a hidden temp file beside its final path (``.name.XXXXXXXX.tmp``)
+and renamed into place, so a process killed mid-write leaves the old file or the new one,
+plus at worst a temp file that nothing reads; :func:`remove_temp_files` sweeps those up, under
+:func:`exclusive_lock` so that it never takes a file another writer is still filling.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from edge_service.errors import ConflictError
+
+log = logging.getLogger(__name__)
+# what atomic_write_with leaves (mkstemp adds 8 characters), and the files calibration
+# derives from its temp file (``.pre.onnx``, ``.ranges.json``)
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|pre\.onnx|ranges\.json)$")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -43,3 +60,50 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files killed writers left under ``folder``; returns them.
+
+    Call it only while holding the lock of whatever writes there (see `exclusive_lock`).
+    The catalog's own temp files are left alone: ``edge-service profile`` writes the
+    catalog without that lock, and they are a few kB.
+    """
+    if not folder.is_dir():
+        return []
+    stale = [
+        p
+        for p in folder.rglob(".*")
+        if p.is_file() and TEMP_NAME.match(p.name) and not p.name.startswith(".catalog.json.")
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed %s, left by a write that was cut short", path)
+    return stale
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing) for ``what``.
+
+    ConflictError when another process holds it. The kernel drops the lock when its
+    holder dies, even by kill -9, so a crashed run never blocks the next one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ConflictError(
+                f"{what} is already running ({holder} holds {path}); wait for it to finish"
+            ) from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -135,6 +135,7 @@ class Calibration(_Model):
     drop_by_method: dict[str, float]  # FP32 top-1 minus INT8 top-1, per method tried
     examples: int = Field(ge=0)  # images the drops were measured on
     data_sha256: str  # hash of the calibration images
+    activations: Literal["s8", "u8"] = "s8"  # symmetric signed (TensorRT) or asymmetric unsigned
 
 
 class Variant(_Model):

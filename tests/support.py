@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,8 +54,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def run_server(engines_dir: Path, log: Path, **env: str) -> Iterator[str]:
-    """Start ``edge-service serve`` on a free port; yield its URL once ready; stop it."""
+def run_server(
+    engines_dir: Path, log: Path, extra_args: Sequence[str] = (), **env: str
+) -> Iterator[str]:
+    """Start ``edge-service serve [extra_args]`` on a free port; yield its URL once ready;
+    stop it."""
     port = _free_port()
     full_env = os.environ | {"EDGE_MONITOR_PERIOD_S": "0.2", "EDGE_MAX_BODY_BYTES": str(MAX_BODY)}
     cmd = [
@@ -67,6 +70,7 @@ def run_server(engines_dir: Path, log: Path, **env: str) -> Iterator[str]:
         str(port),
         "--engines-dir",
         str(engines_dir),
+        *extra_args,
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env | env)

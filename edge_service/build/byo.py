@@ -68,6 +68,14 @@ class OnnxFamilyRequest:
     force: bool = False
     calibration_cache: Path | None = None
     tensorrt: str | None = None  # the TensorRT target to add engines for (None: ORT only)
+    int8_activations: str | None = None  # "s8" | "u8"; None: s8 with TensorRT, else u8
+
+    @property
+    def activations(self) -> str:
+        """The INT8 activation scheme: TensorRT takes only ``s8``; ORT runs ``u8`` faster."""
+        if self.int8_activations is not None:
+            return self.int8_activations
+        return "s8" if self.tensorrt else "u8"
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,7 @@ def family_key(req: OnnxFamilyRequest) -> str:
         "onnxruntime": ort.__version__,
         "edge_service": edge_service.__version__,
         "tensorrt": req.tensorrt,
+        "int8_activations": req.activations,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -217,13 +226,20 @@ def _build_one(req: OnnxFamilyRequest, model: OnnxModel, files: list[Path]) -> l
     if "int8" in req.precisions:
         prep = _preprocess(req, model)
         paths["int8"] = quantize_int8(
-            fp32, out_dir / "int8.onnx", files, prep, req.method, req.calibration_cache
+            fp32,
+            out_dir / "int8.onnx",
+            files,
+            prep,
+            req.method,
+            req.calibration_cache,
+            req.activations,
         )
         calib = Calibration(
             method=req.method,
             drop_by_method={},
             examples=0,  # type: ignore[arg-type]
             data_sha256=calibration_hash(files),
+            activations=req.activations,  # type: ignore[arg-type]
         )
     spec = VariantSpec((model.name,), "fp32", model.size, model.size, "onnx")
     return [

@@ -71,6 +71,14 @@ class BuildRequest:
     selection_split: Split | None = None  # where calibration methods are compared
     calibration_cache: Path | None = None  # tensor ranges keyed by model + data + method
     tensorrt: str | None = None  # the TensorRT target to add engines for (None: ORT only)
+    int8_activations: str | None = None  # "s8" | "u8"; None: s8 with TensorRT, else u8
+
+    @property
+    def activations(self) -> str:
+        """The INT8 activation scheme: TensorRT takes only ``s8``; ORT runs ``u8`` faster."""
+        if self.int8_activations is not None:
+            return self.int8_activations
+        return "s8" if self.tensorrt else "u8"
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ def build_key(req: BuildRequest) -> str:
         "calibrator": CACHE_TAG,
         "selection_examples": len(req.selection_split) if req.selection_split else 0,
         "tensorrt": req.tensorrt,
+        "int8_activations": req.activations,
         "calibration": calibration_hash(calibration_images(req.calibration_dir)),
         "precisions": sorted(req.precisions),
         "opset": OPSET,
@@ -126,7 +135,9 @@ def _networks(req: BuildRequest) -> tuple[InputSpec, list[tuple[VariantSpec, Any
         from edge_service.evolve.supernet import load_supernet
 
         net, spec, kept, meta = load_supernet(req.evolved)
-        nets: list[tuple[VariantSpec, Any]] = [(s, net.extract(s)) for s in kept]
+        # a network kept at two precisions is built once (at every requested precision)
+        networks = {s.family_key: s.with_precision("fp32") for s in kept}
+        nets: list[tuple[VariantSpec, Any]] = [(s, net.extract(s)) for s in networks.values()]
         meta = {k: meta[k] for k in ("base_sha256", "distill_s", "finetune_s") if k in meta}
         source = req.evolved.name
     else:
@@ -147,9 +158,10 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
     from edge_service.build.export import export_onnx
 
     key = build_key(req)
-    if not req.force and is_current(req.family_dir, key):
-        progress(f"{req.family_dir}: up to date (build key {key[:12]}), nothing to build")
-        return BuildReport(req.family_dir / "catalog.json", (), True, {})
+    if not req.force:
+        repaired = _up_to_date_or_repaired(req, key, progress)
+        if repaired is not None:
+            return repaired
     spec, nets, meta = _networks(req)
     files = calibration_images(req.calibration_dir) if "int8" in req.precisions else []
     variants = []
@@ -199,6 +211,21 @@ def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildRepor
     return BuildReport(path, tuple(v.id for v in catalog.variants), False, accuracy)
 
 
+def _up_to_date_or_repaired(req: BuildRequest, key: str, progress: Progress) -> BuildReport | None:
+    """Nothing to do, or only damaged artifacts rebuilt (see build/repair.py); None when
+    the whole family must be built."""
+    from edge_service.build.repair import repair_family, stale_variants
+
+    found = stale_variants(req.family_dir, key)
+    if found is None:
+        return None
+    catalog, stale = found
+    if not stale:
+        progress(f"{req.family_dir}: up to date (build key {key[:12]}), nothing to build")
+        return BuildReport(req.family_dir / "catalog.json", (), True, {})
+    return repair_family(req, catalog, stale, progress)
+
+
 def choose_int8(
     req: BuildRequest, fp32: Path, out_dir: Path, files: list[Path], spec: InputSpec
 ) -> tuple[Path, Calibration]:
@@ -217,7 +244,13 @@ def choose_int8(
     drops: dict[str, float] = {}
     for method in req.calibration_methods:
         path = quantize_int8(
-            fp32, out_dir / f"int8.{method}.onnx", files, spec, method, req.calibration_cache
+            fp32,
+            out_dir / f"int8.{method}.onnx",
+            files,
+            spec,
+            method,
+            req.calibration_cache,
+            req.activations,
         )
         drops[method] = base - _top1(path, "int8", sel, spec) if base else 0.0
     best = min(req.calibration_methods, key=lambda m: drops[m])
@@ -230,6 +263,7 @@ def choose_int8(
         drop_by_method=drops,  # type: ignore[arg-type]
         examples=len(sel) if sel is not None and base else 0,
         data_sha256=calibration_hash(files),
+        activations=req.activations,  # type: ignore[arg-type]
     )
     return chosen, calib
 

@@ -3,7 +3,9 @@
 No TensorRT import here: deciding whether a cached engine may be loaded on this device is
 plain file and string logic (see ``trt_builder`` for the build itself). An engine is
 stored under a key of (TensorRT version, device, compute capability, ONNX hash, precision,
-calibration hash, profile shapes), with a JSON sidecar that says what it was built for.
+calibration hash, profile shapes), with a JSON sidecar that says what it was built for
+and the engine file's SHA-256, so a cached engine that was damaged on disk is rebuilt
+rather than reused (and blessed with a new checksum in the catalog).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 
 from edge_service.errors import CatalogError
-from edge_service.fsutil import atomic_write_text
+from edge_service.fsutil import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
 
-SIDECAR_SCHEMA = 1
+SIDECAR_SCHEMA = 2  # 2: the engine file's sha256 is kept
 REBUILD = "rebuild it on this machine with `edge-service build --backend tensorrt`"
 
 
@@ -96,7 +98,8 @@ class EngineCache:
         return self.folder / f"{key}.engine"
 
     def lookup(self, key: str) -> Path | None:
-        """The engine for ``key`` if it and its sidecar exist and the sidecar says ``key``."""
+        """The engine for ``key`` if it and its sidecar exist, the sidecar says ``key`` and
+        the file still has the checksum the sidecar recorded (else it is built again)."""
         path = self.engine_path(key)
         if not path.is_file():
             return None
@@ -105,7 +108,16 @@ class EngineCache:
         except CatalogError as exc:
             log.warning("ignoring cached engine %s: %s", path, exc.message)
             return None
-        return path if sidecar.get("key") == key else None
+        if sidecar.get("key") != key:
+            return None
+        if sidecar.get("engine_sha256") != sha256_file(path):
+            log.warning(
+                "ignoring cached engine %s: it does not match the checksum in its sidecar "
+                "(damaged, or built before checksums were kept); building it again",
+                path,
+            )
+            return None
+        return path
 
     @staticmethod
     def check(engine_path: Path, target: TrtTarget) -> None:
@@ -196,6 +208,7 @@ def write_sidecar(plan: TrtBuildPlan, engine_path: Path) -> Path:
         "profile": [list(plan.min_shape), list(plan.opt_shape), list(plan.max_shape)],
         "workspace_bytes": plan.workspace_bytes,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "engine_sha256": sha256_file(engine_path),
     }
     path = sidecar_path(engine_path)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_service.data.fashion import Split
+from edge_service.errors import BuildError
 from edge_service.repository import (
     Accuracy,
     Catalog,
@@ -54,6 +55,16 @@ def tensorrt_jobs(catalog: Catalog) -> list[TrtJob]:
     return sorted(jobs, key=lambda j: (j.network, j.precision))
 
 
+def check_trt_source(job: TrtJob) -> None:
+    """Refuse an INT8 source TensorRT cannot read: its explicit Q/DQ must be symmetric s8."""
+    calib = job.source.calibration
+    if job.precision == "int8" and calib is not None and calib.activations != "s8":
+        raise BuildError(
+            f"{job.source.id} was quantized with {calib.activations} activations; TensorRT "
+            "takes symmetric s8 only: rebuild with --int8-activations s8 (or auto)"
+        )
+
+
 def merge_tensorrt(catalog: Catalog, built: list[Variant]) -> Catalog:
     """The catalog with TensorRT variants added; same-id ONNX Runtime variants replaced."""
     new_ids = {v.id for v in built}
@@ -76,6 +87,7 @@ def build_tensorrt(
     target = detect_target()
     built = []
     for job in tensorrt_jobs(catalog):
+        check_trt_source(job)
         onnx = verified_artifact_path(family_dir, job.source.artifact)
         size = job.source.variant_spec.input_size
         chw = (

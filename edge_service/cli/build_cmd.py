@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,8 +24,10 @@ from edge_service.cli._common import (
 )
 from edge_service.config import REPO_ROOT, Settings
 from edge_service.errors import BuildError, EdgeServiceError
+from edge_service.fsutil import exclusive_lock, remove_temp_files
 
 Backend = Literal["auto", "onnxruntime", "tensorrt"]
+BUILD_LOCK = ".build.lock"  # in the family folder
 
 
 def resolve_backend(backend: str) -> str | None:
@@ -40,6 +44,15 @@ def resolve_backend(backend: str) -> str | None:
         log.info("TensorRT is not available here: building ONNX Runtime engines only")
         log.debug(exc.message)
         return None
+
+
+@contextmanager
+def exclusive_build(family_dir: Path) -> Iterator[None]:
+    """One build of a family at a time (a second one is refused with who holds it); the
+    temp files of a build that was killed mid-write are swept first."""
+    with exclusive_lock(family_dir / BUILD_LOCK, f"a build of {family_dir}"):
+        remove_temp_files(family_dir)  # each one is logged
+        yield
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -97,6 +110,13 @@ def build(
     eval_limit: Annotated[
         int, typer.Option(min=0, help="measure accuracy on N test images (0 = all 10k)")
     ] = 0,
+    int8_activations: Annotated[
+        str,
+        typer.Option(
+            help="INT8 activations: s8 (symmetric, TensorRT's form), u8 (asymmetric, "
+            "faster on ONNX Runtime x86), auto (s8 with TensorRT, else u8)"
+        ),
+    ] = "auto",
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -120,7 +140,15 @@ def build(
                 f"--precision takes fp32/int8 (TensorRT adds fp16 and int8 itself) "
                 f"and --calibration-method {', '.join(METHODS)}"
             )
+        if int8_activations not in ("auto", "s8", "u8"):
+            raise BuildError(f"--int8-activations {int8_activations!r}: use auto, s8 or u8")
         trt = resolve_backend(backend)
+        if trt and int8_activations == "u8":
+            raise BuildError(
+                "--int8-activations u8 cannot feed TensorRT (it takes symmetric s8 Q/DQ "
+                "only): use s8 or auto, or --backend onnxruntime"
+            )
+        acts = None if int8_activations == "auto" else int8_activations
         settings = settings_from(family=family, engines_dir=engines_dir)
         if from_onnx:
             path = _build_onnx_family(
@@ -135,6 +163,7 @@ def build(
                 methods[0],
                 trt,
                 force,
+                acts,
             )
             payload: dict[str, object] = {"catalog": str(path)}
         else:
@@ -151,6 +180,7 @@ def build(
                 eval_limit,
                 trt,
                 force,
+                acts,
             )
     except EdgeServiceError as exc:
         raise fail(exc) from exc
@@ -173,6 +203,7 @@ def _build_default(
     eval_limit: int,
     trt: str | None,
     force: bool,
+    int8_activations: str | None = None,
 ) -> dict[str, object]:
     from edge_service.build.ort_builder import BuildRequest, build_family
     from edge_service.data.fashion import load_split, selection_split
@@ -195,8 +226,10 @@ def _build_default(
         selection_split=selection_split(train),
         calibration_cache=settings.calibration_cache,
         tensorrt=trt,
+        int8_activations=int8_activations,
     )
-    report = build_family(req, progress=lambda msg: log.info(msg))
+    with exclusive_build(settings.family_dir):
+        report = build_family(req, progress=lambda msg: log.info(msg))
     return {
         "catalog": str(report.catalog),
         "built": list(report.built),
@@ -217,6 +250,7 @@ def _build_onnx_family(
     method: str,
     trt: str | None,
     force: bool,
+    int8_activations: str | None = None,
 ) -> Path:
     from edge_service.build.byo import OnnxFamilyRequest, build_from_onnx
 
@@ -252,5 +286,7 @@ def _build_onnx_family(
         force=force,
         calibration_cache=settings.calibration_cache,
         tensorrt=trt,
+        int8_activations=int8_activations,
     )
-    return build_from_onnx(req, progress=lambda msg: log.info(msg))
+    with exclusive_build(settings.family_dir):
+        return build_from_onnx(req, progress=lambda msg: log.info(msg))

@@ -223,6 +223,10 @@ def evolve(
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=0, help="torch threads (0 = default)")] = 0,
     profile_runs: Annotated[int, typer.Option(min=5)] = 200,
+    precision: Annotated[
+        list[str] | None,
+        typer.Option(help="precisions searched jointly: fp32 and/or int8 (default both)"),
+    ] = None,
     checkpoint: Annotated[
         Path | None, typer.Option(help="resume from / save to (default: runs/evolve.ckpt)")
     ] = None,
@@ -254,6 +258,9 @@ def evolve(
             threads=threads,
             smallest=max(names, key=list(BRANCHES).index),  # BRANCHES: large -> small
         )
+        precisions = tuple(dict.fromkeys(precision or ("fp32", "int8")))
+        if set(precisions) - {"fp32", "int8"}:
+            raise ConfigError(f"--precision takes fp32 and/or int8, not {list(precisions)}")
         if not base_weights.is_file():
             raise ConfigError(f"no base weights at {base_weights}; train them: edge-service train")
         req = EvolveRequest(
@@ -267,6 +274,7 @@ def evolve(
             checkpoint=checkpoint or REPO_ROOT / "runs" / "evolve.ckpt",
             profile_threads=1,
             profile_runs=profile_runs,
+            precisions=precisions,
         )
         report = run_evolve(req, progress=_tqdm_progress(), say=lambda m: log.info(m))
         _write_sidecar(

@@ -66,26 +66,16 @@ def serve(
             masked = settings.masked()
             sys.stdout.write(json.dumps(masked, indent=2) + "\n" if as_json else to_toml(masked))
             return
-        import uvicorn
-
         from edge_service.monitor.select import open_source
         from edge_service.repository import load_catalog
         from edge_service.server.app import create_app
+        from edge_service.server.runner import run
 
         load_catalog(settings.family_dir)  # fail fast, before binding the port
         open_source(settings.monitor_source, settings.monitor_trace).close()
     except EdgeServiceError as exc:
         raise fail(exc) from exc
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=verbose,
-        # open event streams (GET /v1/events) never end by themselves: without a limit a
-        # stop would wait for every dashboard tab to close
-        timeout_graceful_shutdown=3,
-    )
+    run(create_app(settings), settings, access_log=verbose)
 
 
 def _serve_settings(**overrides: object) -> Settings:

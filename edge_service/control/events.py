@@ -1,20 +1,30 @@
-"""Adaptation events: what changed, when and why, kept in a bounded ring buffer."""
+"""Adaptation events: what changed, when and why, kept in a bounded ring buffer.
+
+Besides variant switches (``kind="adaptation"``) the log records what an operator reading
+the event stream should know about the board: the monitor failing over to another source
+or losing the board altogether (``kind="monitor"``), and power mode switches, failed ones
+included (``kind="power_mode"``).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 log = logging.getLogger(__name__)
+EventKind = Literal["adaptation", "monitor", "power_mode"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class AdaptationEvent:
-    """One decision that changed (or failed to change) the served variant."""
+    """One decision that changed (or failed to change) the served variant, or (``kind``
+    ``monitor`` / ``power_mode``) a change of the board's reading, ``to_variant`` then
+    being the variant served through it."""
 
     t: float
     from_variant: str | None
@@ -26,9 +36,24 @@ class AdaptationEvent:
     swap_ms: float | None = None  # how long the swap took (None: it failed)
     preloaded: bool | None = None  # whether the new engine was already loaded
     error: str | None = None
+    kind: EventKind = "adaptation"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def note(
+        cls, kind: EventKind, reason: str, active: str | None, error: str | None = None
+    ) -> AdaptationEvent:
+        """A board event (``monitor``, ``power_mode``): the served variant stays ``active``."""
+        return cls(
+            t=time.time(),
+            from_variant=active,
+            to_variant=active or "",
+            reason=reason,
+            error=error,
+            kind=kind,
+        )
 
 
 class EventLog:

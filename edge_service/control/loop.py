@@ -1,7 +1,9 @@
 """The adaptation loop: sample the monitor, ask the policy, swap engines, log events.
 
 A background thread ticks every ``period_s``. A failing source or a failing engine load
-is logged and recorded; the loop and the engine already serving carry on.
+is logged and recorded; the loop and the engine already serving carry on. Events of kind
+``monitor`` say when the board's reading moves to another source (a failover), is lost,
+and comes back.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class AdaptationLoop:
         self._last_change_t: float | None = None
         self._ticks = 0
         self._source_errors = 0
+        self._source_ok: bool | None = None  # None until the first sample
         self._tick_lock = threading.Lock()
         self._listeners: list[Callable[[Context, Decision], None]] = []
 
@@ -75,13 +78,18 @@ class AdaptationLoop:
         return self.tick()
 
     def start(self) -> None:
-        """Decide once now (so an engine is active on return), then tick in the background.
+        """Decide now (so an engine is active on return), then tick in the background.
 
         If the monitor cannot be read at start, the most accurate variant is served until
-        it can: an unreadable board must not keep the service from starting.
+        it can: an unreadable board must not keep the service from starting. If the chosen
+        variant's engine fails to load it is unhealthy, and the next best is tried.
         """
-        if self.tick() is None and self._pool.active_id is None:
-            self._activate_default()
+        decision, tried = self.tick(), set[str]()
+        while self._pool.active_id is None and decision is not None:
+            if decision.variant_id in tried:
+                break
+            tried.add(decision.variant_id)
+            decision = self.tick()
         self._thread = threading.Thread(target=self._run, name="adaptation-loop", daemon=True)
         self._thread.start()
 
@@ -93,7 +101,10 @@ class AdaptationLoop:
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
-            self.tick()
+            try:
+                self.tick()
+            except Exception:  # the loop must outlive any one bad tick
+                log.exception("adaptation tick failed; the loop carries on")
 
     def tick(self) -> Decision | None:
         """One round: sample, decide, act. Never raises for source or engine faults."""
@@ -111,13 +122,10 @@ class AdaptationLoop:
         self._ticks += 1
         try:
             ctx = self._source.sample()
-        except Exception:
-            self._source_errors += 1
-            log.exception(
-                "monitor source %s failed; keeping the current engine",
-                getattr(self._source, "name", "?"),
-            )
+        except Exception as exc:  # noqa: BLE001 - any source failure keeps the engine serving
+            self._source_failed(exc)
             return None
+        self._source_read(ctx)
         current = self._pool.active_id
         decision = self.strategy.decide(ctx, current, self._last_change_t, self._pool.unhealthy)
         self._context, self._decision = ctx, decision
@@ -125,14 +133,50 @@ class AdaptationLoop:
             self._switch(ctx.t, ctx, current, decision)
         return decision
 
+    def _source_failed(self, exc: Exception) -> None:
+        """Count and report a failed sample: logged (and recorded as an event when the
+        board was being read) once, not on every tick, until the source works again."""
+        self._source_errors += 1
+        name = getattr(self._source, "name", "?")
+        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        if self._source_ok is not False:
+            log.warning("monitor source %s failed (%s); keeping the current engine", name, reason)
+            if not isinstance(exc, EdgeServiceError):
+                log.debug("monitor failure", exc_info=exc)
+            if self._source_ok:
+                self._monitor_event(f"monitor lost: {name} cannot be read", reason)
+        self._source_ok = False
+        if self._pool.active_id is None:
+            self._activate_default()
+
+    def _source_read(self, ctx: Context) -> None:
+        """Report a source that works again, or a move to another source (a failover)."""
+        previous = self._context.source if self._context is not None else None
+        if self._source_ok is False:
+            log.info("monitor reads the board again (%s)", ctx.source)
+            self._monitor_event(f"monitor back: reading {ctx.source}", None)
+        elif previous is not None and previous != ctx.source:
+            failures = getattr(self._source, "failures", {})
+            self._monitor_event(
+                f"monitor failover: {previous} -> {ctx.source}", failures.get(previous)
+            )
+        self._source_ok = True
+
+    def _monitor_event(self, reason: str, error: str | None) -> None:
+        self.events.append(AdaptationEvent.note("monitor", reason, self._pool.active_id, error))
+
     def _activate_default(self) -> None:
-        decision = Decision(
-            variant_id=self.strategy.default(),
-            constrained=False,
-            changed=True,
-            reason="monitor unavailable -> most accurate",
-        )
-        self._switch(time.time(), None, None, decision)
+        """With the board unreadable: serve the most accurate variant that loads."""
+        first = self.strategy.default()
+        for vid in (first, *self.strategy.neighbours(first)):
+            if vid in self._pool.unhealthy:
+                continue
+            suffix = "" if vid == first else " that loads"
+            reason = f"monitor unavailable -> most accurate{suffix}"
+            decision = Decision(variant_id=vid, reason=reason, constrained=False, changed=True)
+            self._switch(time.time(), None, None, decision)
+            if self._pool.active_id is not None:
+                return
 
     def _switch(
         self, t: float, ctx: Context | None, current: str | None, decision: Decision

@@ -11,12 +11,12 @@ Ultralytics, so pixels differ slightly from an OpenCV pipeline; geometry is iden
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from edge_service.data.preprocess import open_image
 from edge_service.errors import BadInputError
 
 
@@ -65,18 +65,8 @@ def decode_rgb(data: bytes, *, max_pixels: int) -> np.ndarray:
     """
     if not data:
         raise BadInputError("the request body is empty; send a JPEG or PNG frame")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > max_pixels:
-                raise BadInputError(
-                    f"image is {img.width}x{img.height}, more than {max_pixels} pixels; "
-                    "send a smaller frame"
-                )
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadInputError(f"cannot decode the image (send a JPEG or PNG): {exc}") from exc
-    except Image.DecompressionBombError as exc:
-        raise BadInputError(f"image too large: {exc}") from exc
+    with open_image(data, max_pixels=max_pixels) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def _check_rgb(rgb: np.ndarray) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +19,17 @@ from PIL import Image, UnidentifiedImageError
 from edge_service.errors import BadInputError
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
+# What a damaged file can make PIL raise while opening or decoding it: EOFError is its
+# end-of-data error (multi-frame files); fuzzing (tests/reliability) found DDS headers with
+# an unknown pixel format raising NotImplementedError (decode_rgb opens any format).
+_DECODE_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    NotImplementedError,
+)
 
 
 @dataclass(frozen=True)
@@ -53,18 +66,36 @@ def decode_image(
         raise BadInputError("the request body is empty; send a JPEG, PNG or raw 8-bit frame")
     if sniff_format(data) == "raw":
         return _decode_raw(data, width, height)
+    with open_image(data, max_pixels=max_pixels, formats=("PNG", "JPEG")) as img:
+        img.draft("L", (img.width, img.height))  # JPEG: decode straight to grayscale
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+@contextmanager
+def open_image(
+    data: bytes, *, max_pixels: int, formats: tuple[str, ...] | None = None
+) -> Iterator[Image.Image]:
+    """Open an encoded image whose size is at most ``max_pixels``, for decoding in the body.
+
+    The size is checked from the header, before a pixel is decoded, so a small file that
+    declares a huge image (a decompression bomb) is refused without allocating it. PIL's
+    own bomb check (an error, or a warning turned into one) and every decoding failure in
+    the body become BadInputError.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=formats) as img:
             if img.width * img.height > max_pixels:
                 raise BadInputError(
-                    f"image is {img.width}x{img.height}, more than {max_pixels} pixels"
+                    f"image is {img.width}x{img.height}, more than {max_pixels} pixels; "
+                    "send a smaller frame"
                 )
-            img.draft("L", (img.width, img.height))  # JPEG: decode straight to grayscale
-            return np.asarray(img.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise BadInputError(f"cannot decode the image: {exc}") from exc
-    except Image.DecompressionBombError as exc:
-        raise BadInputError(f"image too large: {exc}") from exc
+            yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadInputError(
+            f"image declares more than {max_pixels} pixels (a decompression bomb?): {exc}"
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        raise BadInputError(f"cannot decode the image (send a JPEG or PNG): {exc}") from exc
 
 
 def _decode_raw(data: bytes, width: int | None, height: int | None) -> np.ndarray:

@@ -278,7 +278,11 @@ def _save_checkpoint(
 def _load_checkpoint(path: Path | None, cfg: EvolveConfig) -> dict[str, Any] | None:
     if path is None or not path.exists():
         return None
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint costs a retrain, not the run
+        log.warning("checkpoint %s cannot be read (%s); starting afresh", path, exc)
+        return None
     saved = state.get("config", {})
     saved["branches"] = tuple(saved.get("branches", ()))
     saved["resolutions"] = tuple(saved.get("resolutions", ()))

@@ -7,6 +7,8 @@ variant specs; ``edge-service build`` turns every kept variant into engines.
 from __future__ import annotations
 
 import logging
+import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_service.data.fashion import Split
-from edge_service.data.preprocess import InputSpec
+from edge_service.data.preprocess import InputSpec, preprocess
 from edge_service.evolve.distill import EvolveConfig, Progress, evolve_training
 from edge_service.evolve.search import (
     BranchProfiles,
@@ -24,8 +26,8 @@ from edge_service.evolve.search import (
     accuracy,
     accuracy_drops,
     at_size,
+    export_at,
     latency_profiles,
-    module_latency_ms,
     pareto_front,
     predict,
     thin,
@@ -33,6 +35,9 @@ from edge_service.evolve.search import (
 from edge_service.evolve.supernet import MultiBranchNet, save_supernet
 from edge_service.evolve.train import load_weights
 from edge_service.fsutil import sha256_file
+from edge_service.profile.accuracy import engine_accuracy
+from edge_service.profile.latency import measure_latency
+from edge_service.runtime.ort_engine import OrtEngine
 from edge_service.variants import IDENTITY
 
 log = logging.getLogger(__name__)
@@ -52,11 +57,17 @@ class EvolveRequest:
     checkpoint: Path | None = None
     profile_threads: int = 1
     profile_runs: int = 200
+    precisions: tuple[str, ...] = ("fp32", "int8")  # searched jointly: the front mixes them
+    calibration_size: int = 256  # training images the kept INT8 paths are calibrated on
 
 
 @dataclass(frozen=True)
 class KeptVariant:
-    """A kept path: predicted vs measured latency (ms, batch 1) and validation top-1."""
+    """A kept path: predicted vs measured latency (ms, batch 1) and validation top-1.
+
+    Measured on ONNX Runtime at the path's precision (INT8: u8 Q/DQ, min-max ranges from
+    ``calibration_size`` training images), as the build will serve it.
+    """
 
     id: str
     predicted_ms: float
@@ -93,16 +104,27 @@ def split_train_val(train: Split, val_size: int, limit: int, seed: int) -> tuple
     return (rest.subset(limit, seed) if limit else rest), val
 
 
-def _keep_base(kept: list[Prediction], preds: list[Prediction], native: int) -> list[Prediction]:
-    """The kept set always holds the unchanged network at native resolution."""
-    base = next(
-        p for p in preds if set(p.spec.stages) == {IDENTITY} and p.spec.input_size == native
-    )
-    if base in kept:
+def _keep_base(
+    kept: list[Prediction], preds: list[Prediction], native: int, max_kept: int = 12
+) -> list[Prediction]:
+    """The kept set always holds the unchanged network at native resolution.
+
+    At its fastest precision (both precisions predict the same accuracy). Added to a full
+    set, it takes the place of the interior point nearest another in log latency, so the
+    ends of the front and the spread of the rest stay.
+    """
+    bases = [p for p in preds if set(p.spec.stages) == {IDENTITY} and p.spec.input_size == native]
+    base = min(bases, key=lambda p: p.latency_ms)
+    if any(p.spec.family_key == base.spec.family_key for p in kept):
         return kept
-    return sorted(
-        [*kept[:-1], base] if len(kept) >= 2 else [*kept, base], key=lambda p: p.latency_ms
-    )
+    out = sorted([*kept, base], key=lambda p: p.latency_ms)
+    while len(out) > max(max_kept, 2):
+        interior = [i for i in range(1, len(out) - 1) if out[i] is not base]
+        if not interior:
+            break
+        gap = {i: math.log(out[i].latency_ms / out[i - 1].latency_ms) for i in interior}
+        out.pop(min(interior, key=lambda i: gap[i]))
+    return out
 
 
 def run_evolve(
@@ -121,16 +143,19 @@ def run_evolve(
     started = time.perf_counter()
     say("estimating each branch's accuracy contribution")
     base_acc, drops, res_drop = accuracy_drops(net, val, spec, cfg.resolutions)
-    say("profiling each branch's latency on ONNX Runtime")
-    overhead, stem, head, branch = latency_profiles(
-        net, spec.size, req.profile_threads, req.profile_runs, say
-    )
-    profiles = BranchProfiles(overhead, stem, head, branch, base_acc, drops, res_drop, spec.size)
-    preds = [predict(profiles, s) for s in net.specs(cfg.resolutions)]
+    tables = {}
+    for precision in req.precisions:
+        say(f"profiling each branch's {precision} latency on ONNX Runtime")
+        tables[precision] = latency_profiles(
+            net, spec.size, req.profile_threads, req.profile_runs, say, precision
+        )
+    profiles = BranchProfiles(tables, base_acc, drops, res_drop, spec.size)
+    preds = [predict(profiles, s) for p in req.precisions for s in net.specs(cfg.resolutions, p)]
     front = [p for p in pareto_front(preds) if p.accuracy >= base_acc - req.max_loss]
-    kept = _keep_base(thin(front, req.max_kept), preds, spec.size)
+    kept = _keep_base(thin(front, req.max_kept), preds, spec.size, req.max_kept)
     say(f"{len(preds)} combinations, {len(front)} on the predicted front, keeping {len(kept)}")
-    measured = [_measure(net, p, val, spec, req) for p in kept]
+    calib = data.subset(req.calibration_size, cfg.seed)
+    measured = [_measure(net, p, val, calib, spec, req) for p in kept]
     search_s = time.perf_counter() - started
     teacher_acc = accuracy(teacher, val, spec)
     meta_out = {
@@ -164,14 +189,25 @@ def run_evolve(
 
 
 def _measure(
-    net: MultiBranchNet, pred: Prediction, val: Split, spec: InputSpec, req: EvolveRequest
+    net: MultiBranchNet,
+    pred: Prediction,
+    val: Split,
+    calib: Split,
+    spec: InputSpec,
+    req: EvolveRequest,
 ) -> KeptVariant:
+    """Export the kept path at its precision and measure it on ONNX Runtime."""
     s = pred.spec
-    static = net.extract(s)
-    ms = module_latency_ms(
-        static, (1, 1, s.input_size, s.input_size), req.profile_threads, req.profile_runs
-    )
-    top1 = accuracy(static, val, at_size(spec, s.input_size))
+    at = at_size(spec, s.input_size)
+    feeds = [{"input": preprocess(calib.images[i : i + 32], at)} for i in range(0, len(calib), 32)]
+    with tempfile.TemporaryDirectory() as tmp:
+        shape = (1, net.config.in_channels, s.input_size, s.input_size)
+        path = export_at(net.extract(s), shape, Path(tmp), s.precision, feeds, dynamic_batch=True)
+        with OrtEngine(
+            path, variant_id=s.id, precision=s.precision, threads=req.profile_threads
+        ) as engine:
+            ms = measure_latency(engine, 1, warmup=20, runs=req.profile_runs)["p50_ms"]
+            top1 = engine_accuracy(engine, val, at)
     log.info(
         "kept %s: predicted %.4f ms / %.4f, measured %.4f ms / %.4f",
         s.id,

@@ -1,13 +1,18 @@
 """Search: predict every combination from per-branch profiles, keep the Pareto front.
 
 - Latency: every branch (and the stem and head) is exported alone and timed with the
-  engine backend (ONNX Runtime, batch 1, fixed threads). A path's latency is predicted as
-  one call's overhead plus the sum of its pieces' own time, scaled by the pixel count of
-  its input resolution.
+  engine backend (ONNX Runtime, batch 1, fixed threads), once per precision: FP32 as
+  exported, INT8 after static Q/DQ quantization in the build's ONNX Runtime scheme (u8
+  activations; ranges from random feeds, which set scales, not speed). A path's latency is
+  predicted as one call's overhead plus the sum of its pieces' own time at its precision,
+  scaled by the pixel count of its input resolution. Precision is searched, not assumed:
+  on a CPU, INT8 speeds up wide convolutions and slows small depthwise ones (its
+  quantize/dequantize steps cost more than they save), so the front mixes both.
 - Accuracy: each branch's contribution is estimated as the drop it causes when it alone
   replaces the teacher's stage (and each resolution's drop with all stages unchanged), on
   a validation split held out of the training data; a path's accuracy is the base's minus
-  the sum of its drops.
+  the sum of its drops, at either precision (the build measures INT8 within +-0.2 points
+  of FP32 on every network here; the kept paths are measured for real at their precision).
 - Selection: the predicted Pareto front (no other path both faster and more accurate),
   less the paths predicted to lose more than the allowed accuracy (4 points by default),
   thinned to at most ``max_kept`` paths spread over the latency range (log-spaced), always
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge_service.build.calibration import quantize_feeds
 from edge_service.build.export import export_onnx
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec
@@ -40,13 +46,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class BranchProfiles:
-    """What the search predicts from (milliseconds, accuracy fractions)."""
+class LatencyTable:
+    """One precision's per-piece latencies (milliseconds, batch 1)."""
 
     overhead_ms: float
     stem_ms: float
     head_ms: float
     branch_ms: dict[tuple[int, str], float]
+
+
+@dataclass(frozen=True)
+class BranchProfiles:
+    """What the search predicts from (milliseconds per precision, accuracy fractions)."""
+
+    latency: dict[str, LatencyTable]
     base_accuracy: float
     branch_drop: dict[tuple[int, str], float]
     resolution_drop: dict[int, float]
@@ -95,12 +108,39 @@ def accuracy_drops(
     return base, drops, res_drop
 
 
-def module_latency_ms(module: nn.Module, shape: tuple[int, ...], threads: int, runs: int) -> float:
-    """p50 batch-1 latency of ``module`` alone, exported and run on ONNX Runtime."""
+def probe_feeds(shape: tuple[int, ...], n: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Random ``input`` feeds of ``shape``: calibration for latency probes (scales only)."""
+    rng = np.random.default_rng(seed)
+    return [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+def export_at(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    folder: Path,
+    precision: str,
+    feeds: Sequence[dict[str, np.ndarray]] | None = None,
+    dynamic_batch: bool = False,
+) -> Path:
+    """``module`` as an ONNX file at ``precision`` (INT8: u8 Q/DQ calibrated on ``feeds``)."""
+    fp32 = folder / "fp32.onnx"
+    export_onnx(module.eval(), fp32, shape[-1], shape[1], dynamic_batch=dynamic_batch)
+    if precision == "fp32":
+        return fp32
+    return quantize_feeds(fp32, folder / "int8.onnx", feeds or probe_feeds(shape), "u8")
+
+
+def module_latency_ms(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    threads: int,
+    runs: int,
+    precision: str = "fp32",
+) -> float:
+    """p50 batch-1 latency of ``module`` alone at ``precision`` on ONNX Runtime."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.onnx"
-        export_onnx(module.eval(), path, shape[-1], shape[1], dynamic_batch=False)
-        with OrtEngine(path, variant_id="probe", precision="fp32", threads=threads) as eng:
+        path = export_at(module, shape, Path(tmp), precision)
+        with OrtEngine(path, variant_id="probe", precision=precision, threads=threads) as eng:
             return measure_latency(eng, 1, warmup=20, runs=runs)["p50_ms"]
 
 
@@ -123,29 +163,34 @@ def latency_profiles(
     threads: int = 1,
     runs: int = 200,
     progress: Callable[[str], None] | None = None,
-) -> tuple[float, float, float, dict[tuple[int, str], float]]:
-    """Per-call overhead, stem, head and every branch's own latency (ms)."""
+    precision: str = "fp32",
+) -> LatencyTable:
+    """Per-call overhead, stem, head and every branch's own latency (ms) at ``precision``."""
     shapes = _feature_shapes(net, native)
+
+    def own(module: nn.Module, shape: tuple[int, ...]) -> float:
+        return max(module_latency_ms(module, shape, threads, runs, precision) - overhead, 0.0)
+
+    # an empty graph has nothing to quantize: one call's overhead is the same at both
     overhead = module_latency_ms(nn.Identity(), (1, 1, 4, 4), threads, runs)
-    stem = module_latency_ms(net.stem, shapes[0], threads, runs) - overhead
-    head = module_latency_ms(net.head, shapes[-1], threads, runs) - overhead
+    stem, head = own(net.stem, shapes[0]), own(net.head, shapes[-1])
     branch: dict[tuple[int, str], float] = {}
     for s in range(net.num_stages):
         for b in net.branches:
-            ms = module_latency_ms(net.branch(s, b), shapes[s + 1], threads, runs)
-            branch[(s, b)] = max(ms - overhead, 0.0)
+            branch[(s, b)] = own(net.branch(s, b), shapes[s + 1])
             if progress:
-                progress(f"stage {s + 1} branch {b}: {branch[(s, b)]:.4f} ms")
-    return overhead, max(stem, 0.0), max(head, 0.0), branch
+                progress(f"stage {s + 1} branch {b} @{precision}: {branch[(s, b)]:.4f} ms")
+    return LatencyTable(overhead, stem, head, branch)
 
 
 def predict(p: BranchProfiles, spec: VariantSpec) -> Prediction:
-    """Predicted latency and accuracy of one path."""
+    """Predicted latency and accuracy of one path (at its precision)."""
+    t = p.latency[spec.precision]
     scale = (spec.input_size / p.native) ** 2
-    compute = p.stem_ms + p.head_ms + sum(p.branch_ms[(s, b)] for s, b in enumerate(spec.stages))
+    compute = t.stem_ms + t.head_ms + sum(t.branch_ms[(s, b)] for s, b in enumerate(spec.stages))
     drop = sum(p.branch_drop[(s, b)] for s, b in enumerate(spec.stages))
     drop += p.resolution_drop[spec.input_size]
-    return Prediction(spec, p.overhead_ms + compute * scale, p.base_accuracy - drop)
+    return Prediction(spec, t.overhead_ms + compute * scale, p.base_accuracy - drop)
 
 
 def pareto_front(preds: Sequence[Prediction]) -> list[Prediction]:

@@ -61,6 +61,12 @@ class FailoverSource:
         """The name of the source now sampled."""
         return self._names[self._current]
 
+    @property
+    def failures(self) -> dict[str, str]:
+        """Why each source that fails now failed (by name); the adaptation loop puts the
+        reason into its failover event."""
+        return {self._names[i]: why for i, why in sorted(self._errors.items())}
+
     def sample(self) -> Context:
         """A Context from the best source that works now."""
         if self._current > 0 and self._clock() >= self._retry_at:

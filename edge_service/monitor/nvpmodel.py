@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from edge_service.errors import ConfigError, MonitorError
+from edge_service.errors import ConfigError, HostCommandError, MonitorError
 from edge_service.monitor.context import PowerMode
 from edge_service.monitor.sysfs import read_text
 
@@ -135,16 +135,16 @@ class NvpModel:
                 command, capture_output=True, text=True, timeout=self._timeout_s, input=""
             )
         except FileNotFoundError as exc:
-            raise MonitorError(
+            raise HostCommandError(
                 f"{self.binary} not found: not a Jetson? Use EmulatedNvpModel off-Jetson"
             ) from exc
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise MonitorError(f"{' '.join(command)} failed: {exc}") from exc
+            raise HostCommandError(f"{' '.join(command)} failed: {exc}") from exc
         if done.returncode != 0:
-            detail = (done.stderr or done.stdout or "").strip()
-            raise MonitorError(
-                f"{' '.join(command)} exited with {done.returncode}: {detail} "
-                "(setting a mode needs root)"
+            detail = " ".join((done.stderr or done.stdout or "").split())
+            raise HostCommandError(
+                f"{' '.join(command)} exited with {done.returncode}: {detail or 'no output'} "
+                "(setting a mode needs root: see deploy/systemd/power-control.conf)"
             )
         return done.stdout or ""
 

@@ -31,17 +31,31 @@ def read_trace(path: PathLike) -> list[Context]:
     """Every Context in the JSONL trace at `path`; blank lines are skipped.
 
     A line that is not JSON or not a valid Context raises MonitorError naming the file,
-    the line number and the field.
+    the line number and the field; except a last line with no newline that does not
+    parse, which is what a recorder killed mid-write leaves: it is skipped with a warning.
     """
     trace = Path(path)
     try:
         with trace.open(encoding="utf-8") as lines:
-            return [_parse_line(trace, n, line) for n, line in enumerate(lines, 1) if line.strip()]
+            return [ctx for n, line in enumerate(lines, 1) if (ctx := _read_line(trace, n, line))]
     except OSError as exc:
         raise MonitorError(
             f"cannot read context trace {trace}: {exc.strerror or exc}; "
             "record one with `edge-service monitor --record PATH`"
         ) from exc
+
+
+def _read_line(trace: Path, lineno: int, line: str) -> Context | None:
+    """The line's Context; None for a blank line or a torn last one (no newline)."""
+    if not line.strip():
+        return None
+    try:
+        return _parse_line(trace, lineno, line)
+    except MonitorError as exc:
+        if line.endswith("\n"):
+            raise
+        logger.warning("%s; skipped: the recording was cut short mid-line", exc.message)
+        return None
 
 
 def _parse_line(trace: Path, lineno: int, line: str) -> Context:

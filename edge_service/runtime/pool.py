@@ -8,6 +8,11 @@ when its last lease ends.
 Besides the active engine the pool keeps *standby* engines (preloaded around the active
 one, so a swap needs no load) and a small LRU of *pinned* engines, loaded on demand for
 requests that name a variant other than the active one.
+
+A variant whose engine fails to load (a corrupt artifact, a backend error, out of memory)
+is marked *unhealthy*: the controller leaves it alone, a request pinned to it gets a 503
+that says why, and the engine already serving carries on. The mark is retried after
+``retry_unhealthy_s`` (memory may have come free, the file may have been rebuilt).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from edge_service.errors import EdgeServiceError, NotReadyError
+from edge_service.errors import EdgeServiceError, EngineError, NotReadyError
 from edge_service.runtime.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -28,9 +33,17 @@ log = logging.getLogger(__name__)
 class EnginePool:
     """Holds the active engine; ``loader(variant_id)`` returns a loaded engine."""
 
-    def __init__(self, loader: Callable[[str], Engine], max_pinned: int = 2) -> None:
+    def __init__(
+        self,
+        loader: Callable[[str], Engine],
+        max_pinned: int = 2,
+        *,
+        retry_unhealthy_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._loader = loader
         self._max_pinned = max_pinned
+        self._retry_unhealthy_s, self._clock = retry_unhealthy_s, clock
         self._lock = threading.Lock()  # guards the maps below; never held while loading
         self._swap_lock = threading.Lock()  # one load/swap at a time
         self._active: Engine | None = None
@@ -39,15 +52,23 @@ class EnginePool:
         self._retired: dict[int, Engine] = {}
         self._standby: dict[str, Engine] = {}  # preloaded, ready to swap in
         self._pinned: OrderedDict[str, Engine] = OrderedDict()  # for pinned requests
-        self._unhealthy: set[str] = set()
+        self._unhealthy: dict[str, tuple[str, float]] = {}  # id -> (why, when)
         self.last_swap_ms: float | None = None
         self.last_swap_preloaded: bool | None = None
         self.swaps = 0
 
     @property
     def unhealthy(self) -> frozenset[str]:
-        """Variants whose engine failed to load (not tried again until ``forgive``)."""
-        return frozenset(self._unhealthy)
+        """Variants whose engine failed to load (tried again after ``retry_unhealthy_s``,
+        or at once after ``forgive``)."""
+        return frozenset(v for v in list(self._unhealthy) if self.unhealthy_reason(v))
+
+    def unhealthy_reason(self, variant_id: str) -> str | None:
+        """Why ``variant_id`` is unhealthy, or None when it is not (any longer)."""
+        found = self._unhealthy.get(variant_id)
+        if found is None or self._clock() - found[1] >= self._retry_unhealthy_s:
+            return None
+        return found[0]
 
     @property
     def standby(self) -> tuple[str, ...]:
@@ -67,7 +88,7 @@ class EnginePool:
 
     def forgive(self, variant_id: str) -> None:
         """Let a variant that failed to load be tried again."""
-        self._unhealthy.discard(variant_id)
+        self._unhealthy.pop(variant_id, None)
 
     def set_loader(self, loader: Callable[[str], Engine]) -> None:
         """Load later engines with ``loader`` (e.g. at a new thread count); see ``reload``."""
@@ -78,7 +99,8 @@ class EnginePool:
         """Keep exactly these variants (bar the active one) loaded on standby; failures
         mark the variant unhealthy and are not raised (preloading is best effort)."""
         with self._swap_lock:
-            wanted = [v for v in variant_ids if v != self._active_id and v not in self._unhealthy]
+            sick = self.unhealthy
+            wanted = [v for v in variant_ids if v != self._active_id and v not in sick]
             with self._lock:
                 dropped = [self._standby.pop(v) for v in list(self._standby) if v not in wanted]
                 to_close = [e for e in map(self._retire, dropped) if e is not None]
@@ -93,11 +115,9 @@ class EnginePool:
                     engine = found
                 else:
                     try:
-                        engine = self._loader(vid)
-                    except EdgeServiceError as exc:
-                        self._unhealthy.add(vid)
-                        log.warning("preloading %s failed (%s); marked unhealthy", vid, exc.message)
-                        continue
+                        engine = self._load(vid)
+                    except EngineError:
+                        continue  # preloading is best effort; _load logged why
                 with self._lock:
                     self._standby[vid] = engine
 
@@ -147,22 +167,55 @@ class EnginePool:
             )
         preloaded = engine is not None
         if engine is None:
-            try:
-                engine = self._loader(variant_id)
-            except EdgeServiceError:
-                self._unhealthy.add(variant_id)
-                raise
+            engine = self._load(variant_id)
         with self._lock:
-            old = self._active
+            old, old_id = self._active, self._active_id
             self._active, self._active_id = engine, variant_id
             self._leases.setdefault(id(engine), 0)
-            to_close = self._retire(old)
+            keep = reuse and self._max_pinned > 0 and old_id not in (None, variant_id)
+            if keep and old is not None and old_id is not None:
+                # keep it warm among the pinned few: a switch back (or the next preload)
+                # takes it from there instead of loading it again; a reload drops it
+                to_close = self._cache_recent(old_id, old)
+            else:
+                to_close = [e for e in [self._retire(old)] if e is not None]
             self.swaps += 1
         self.last_swap_ms = (time.perf_counter() - started) * 1e3
         self.last_swap_preloaded = preloaded
-        if to_close is not None:
-            to_close.close()
+        for stale in to_close:
+            stale.close()
         log.info("active engine is now %s (swap %.2f ms)", variant_id, self.last_swap_ms)
+
+    def _load(self, variant_id: str) -> Engine:
+        """The loader's engine; any failure (MemoryError included) marks the variant
+        unhealthy and is raised as an EngineError that says why and what to do."""
+        try:
+            return self._loader(variant_id)
+        except EdgeServiceError as exc:
+            error = EngineError(exc.message)
+            cause: BaseException = exc
+        except MemoryError as exc:
+            error = EngineError(
+                f"out of memory loading {variant_id}: free memory on the board, keep fewer "
+                "engines on standby (EDGE_PRELOAD_MEMORY_MB) or serve a smaller variant"
+            )
+            cause = exc
+        except Exception as exc:  # noqa: BLE001 - a backend's own error must not escape
+            error = EngineError(f"loading {variant_id} failed: {type(exc).__name__}: {exc}")
+            cause = exc
+        self._unhealthy[variant_id] = (error.message, self._clock())
+        log.warning("engine %s failed to load; marked unhealthy: %s", variant_id, error.message)
+        raise error from cause
+
+    def _cache_recent(self, variant_id: str, engine: Engine) -> list[Engine]:
+        """Under the lock: put ``engine`` in the pinned LRU; the evicted engines to close."""
+        self._pinned[variant_id] = engine
+        self._pinned.move_to_end(variant_id)
+        evicted = []
+        while len(self._pinned) > max(self._max_pinned, 1):
+            _, lru = self._pinned.popitem(last=False)
+            evicted.append(lru)
+        return [e for e in map(self._retire, evicted) if e is not None]
 
     def _retire(self, old: Engine | None) -> Engine | None:
         """Under the lock: the engine to close now, or None if leases still hold it (it
@@ -204,19 +257,27 @@ class EnginePool:
                 if found is not None:
                     return found
             assert variant_id is not None  # the active engine is always found
-            engine = self._loader(variant_id)
+            engine = self._load_pinned(variant_id)
             with self._lock:
-                self._pinned[variant_id] = engine
                 self._leases.setdefault(id(engine), 0)
-                evicted = []
-                while len(self._pinned) > max(self._max_pinned, 1):
-                    _, old = self._pinned.popitem(last=False)
-                    evicted.append(old)
-                to_close = [e for e in map(self._retire, evicted) if e is not None]
+                to_close = self._cache_recent(variant_id, engine)
                 self._leases[id(engine)] += 1
             for old in to_close:
                 old.close()
             return engine, variant_id
+
+    def _load_pinned(self, variant_id: str) -> Engine:
+        """Load a variant a request named; a 503 that says why when it cannot be."""
+        why = self.unhealthy_reason(variant_id)
+        if why is None:
+            try:
+                return self._load(variant_id)
+            except EngineError as exc:
+                why = exc.message
+        raise NotReadyError(
+            f"variant {variant_id} is unhealthy: {why}. The other variants still serve "
+            "(leave the variant out to let the controller choose)"
+        )
 
     def _find(self, variant_id: str | None) -> tuple[Engine, str] | None:
         """Under the lock: a loaded engine for the request, with its lease counted."""

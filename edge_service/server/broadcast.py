@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 log = logging.getLogger(__name__)
+END = ""  # queued by close(): the stream ends (a real frame is never empty)
 
 
 def sse(kind: str, data: dict[str, Any]) -> str:
@@ -68,6 +69,15 @@ class Broadcaster:
         with self._lock:
             self._subs.discard(queue)
 
+    def close(self) -> None:
+        """End every open stream (the server is stopping: open event streams would hold
+        the drain of requests in flight to its time limit); safe from a signal handler."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed since the check
+            loop.call_soon_threadsafe(self._fan_out, END)
+
     async def stream(
         self, queue: asyncio.Queue[str], first: list[str], ping_s: float = 15.0
     ) -> AsyncIterator[str]:
@@ -77,8 +87,11 @@ class Broadcaster:
                 yield frame
             while True:
                 try:
-                    yield await asyncio.wait_for(queue.get(), ping_s)
+                    frame = await asyncio.wait_for(queue.get(), ping_s)
                 except asyncio.TimeoutError:
-                    yield ": ping\n\n"
+                    frame = ": ping\n\n"
+                if frame == END:
+                    return
+                yield frame
         finally:
             self.unsubscribe(queue)

@@ -97,9 +97,11 @@ async def read_body(request: Request, limit: int, *, multipart_ok: bool = False)
             "this endpoint takes the raw request body (curl --data-binary @frame.png), "
             "not a multipart form"
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
+    declared = request.headers.get("content-length", "")
+    # ASCII digits only (str.isdigit() takes '²'), and no int() of thousands of digits
+    too_long = len(declared) > 18
+    if declared.isascii() and declared.isdigit() and (too_long or int(declared) > limit):
+        raise PayloadTooLargeError(f"body of {declared[:20]} bytes is over the {limit}-byte limit")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)

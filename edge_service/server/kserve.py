@@ -13,7 +13,7 @@ import time
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 import edge_service
@@ -57,6 +57,21 @@ Version = Annotated[str, Path(description="a variant id, e.g. base@int8")]
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 
 
+def _declare_version(version: Version) -> None:
+    """Declares (and documents) the ``{version}`` of the /versions/{version}/ routes."""
+
+
+def _requested_version(request: Request) -> str | None:
+    """The variant a /versions/{version}/ route names; None on the model's own routes (one
+    handler serves both, and a ``version`` parameter would leak into them as ?version=)."""
+    version = request.path_params.get("version")
+    return version if isinstance(version, str) else None
+
+
+VERSION_PATH = [Depends(_declare_version)]
+RequestedVersion = Annotated[str | None, Depends(_requested_version)]
+
+
 def _model(service: Service, name: str) -> None:
     if name != service.catalog.family:
         raise unknown_model(name, service.catalog.family)
@@ -86,14 +101,22 @@ async def server_metadata(service: ServiceDep) -> dict[str, Any]:
 
 
 @router.get("/v2/models/stats", responses=errors(503))
+async def all_model_stats(service: ServiceDep) -> dict[str, Any]:
+    """Triton-style statistics of every version (variant) of the one model served."""
+    return {"model_stats": service.telemetry.model_stats(service.catalog.family)}
+
+
 @router.get("/v2/models/{model}/stats", responses=errors(404, 503))
-@router.get("/v2/models/{model}/versions/{version}/stats", responses=errors(404, 503))
+@router.get(
+    "/v2/models/{model}/versions/{version}/stats",
+    responses=errors(404, 503),
+    dependencies=VERSION_PATH,
+)
 async def model_stats(
-    service: ServiceDep, model: ModelName | None = None, version: Version | None = None
+    service: ServiceDep, model: ModelName, version: RequestedVersion
 ) -> dict[str, Any]:
     """Triton-style statistics per version (variant): counts and cumulative times."""
-    if model is not None:
-        _model(service, model)
+    _model(service, model)
     check_variant(service, version)
     stats = service.telemetry.model_stats(service.catalog.family)
     if version is not None:
@@ -102,9 +125,11 @@ async def model_stats(
 
 
 @router.get("/v2/models/{model}", responses=errors(404, 503))
-@router.get("/v2/models/{model}/versions/{version}", responses=errors(404, 503))
+@router.get(
+    "/v2/models/{model}/versions/{version}", responses=errors(404, 503), dependencies=VERSION_PATH
+)
 async def model_metadata(
-    service: ServiceDep, model: ModelName, version: Version | None = None
+    service: ServiceDep, model: ModelName, version: RequestedVersion
 ) -> dict[str, Any]:
     """Model metadata: versions (variants), inputs and outputs."""
     _model(service, model)
@@ -122,9 +147,13 @@ async def model_metadata(
 
 
 @router.get("/v2/models/{model}/ready", responses=errors(404, 503))
-@router.get("/v2/models/{model}/versions/{version}/ready", responses=errors(404, 503))
+@router.get(
+    "/v2/models/{model}/versions/{version}/ready",
+    responses=errors(404, 503),
+    dependencies=VERSION_PATH,
+)
 async def model_ready(
-    service: ServiceDep, model: ModelName, version: Version | None = None
+    service: ServiceDep, model: ModelName, version: RequestedVersion
 ) -> JSONResponse:
     """200 when the model (or that version) can serve now, else 503."""
     _model(service, model)
@@ -134,9 +163,13 @@ async def model_ready(
 
 
 @router.get("/v2/models/{model}/config", responses=errors(404, 503))
-@router.get("/v2/models/{model}/versions/{version}/config", responses=errors(404, 503))
+@router.get(
+    "/v2/models/{model}/versions/{version}/config",
+    responses=errors(404, 503),
+    dependencies=VERSION_PATH,
+)
 async def model_config(
-    service: ServiceDep, model: ModelName, version: Version | None = None
+    service: ServiceDep, model: ModelName, version: RequestedVersion
 ) -> dict[str, Any]:
     """The model configuration in Triton's JSON form (what perf_analyzer reads)."""
     _model(service, model)
@@ -216,12 +249,15 @@ _INFER_DOC: dict[str, Any] = {
 
 
 @router.post("/v2/models/{model}/infer", **_INFER_DOC)
-@router.post("/v2/models/{model}/versions/{version}/infer", **_INFER_DOC)
+@router.post(
+    "/v2/models/{model}/versions/{version}/infer",
+    **(_INFER_DOC | {"dependencies": [InferenceDep, *VERSION_PATH]}),
+)
 async def infer(
     request: Request,
     service: ServiceDep,
     model: ModelName,
-    version: Version | None = None,
+    version: RequestedVersion,
     inference_header_content_length: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Run inference (JSON tensors, or Triton's binary-data extension)."""
@@ -278,6 +314,8 @@ async def _job(service: Service, req: V2Request) -> tuple[FrameJob | TensorJob, 
                 f"BYTES input: shape must be [N] or [N, 1] (one image each), "
                 f"got {list(tensor.shape)}"
             )
+        if not tensor.items:
+            raise BadInputError("BYTES input: the batch is empty; send at least one image")
         images = await decode_frames(service, tensor.items)
         return FrameJob(service, images), len(images)
     if list(tensor.shape[1:]) != want[1:] or len(tensor.shape) != 4:

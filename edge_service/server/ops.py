@@ -181,10 +181,21 @@ async def get_policy(service: ServiceDep) -> PolicyResponse:
 )
 async def put_policy(body: PolicyBody, service: ServiceDep) -> PolicyResponse:
     """Replace the policy (validated; a bad one changes nothing) and decide with it now."""
+    for mode, variant in body.model_dump().get("pins", {}).items():
+        _check_pin(service, mode, variant)
     with _request_error():
         policy = Policy.from_dict(body.model_dump())
     await run_in_threadpool(service.set_policy, policy)
     return _policy_response(service)
+
+
+def _check_pin(service: Service, mode: str, variant: str | None) -> None:
+    """400 for a power mode this board does not have, 404 for an unknown variant."""
+    known = {"*", DEFAULT_POWER_MODE, *(str(m["name"]) for m in service.power.modes())}
+    if mode not in known:
+        raise BadInputError(f"power mode {mode!r} is not known here; use one of {sorted(known)}")
+    if variant is not None:
+        service.catalog.variant(variant)  # 404 for an unknown id, nothing changed
 
 
 @router.post(
@@ -196,16 +207,11 @@ async def put_policy(body: PolicyBody, service: ServiceDep) -> PolicyResponse:
 )
 async def pin(body: PinBody, service: ServiceDep) -> PolicyResponse:
     """Pin a variant (in one power mode, or ``"*"`` for all); ``variant: null`` unpins."""
-    known = {"*", DEFAULT_POWER_MODE, *(str(m["name"]) for m in service.power.modes())}
-    if body.power_mode not in known:
-        raise BadInputError(
-            f"power mode {body.power_mode!r} is not known here; use one of {sorted(known)}"
-        )
+    _check_pin(service, body.power_mode, body.variant)
     pins = dict(service.policy.pins)
     if body.variant is None:
         pins.pop(body.power_mode, None)
     else:
-        service.catalog.variant(body.variant)  # 404 for an unknown id, nothing changed
         pins[body.power_mode] = body.variant
     with _request_error():
         policy = Policy.from_dict(service.policy.to_dict() | {"pins": pins})
@@ -238,7 +244,7 @@ async def get_power_mode(service: ServiceDep) -> PowerModeResponse:
     "/v1/power-mode",
     response_model=PowerModeResponse,
     tags=["operators"],
-    responses=CONTROL_ERRORS,
+    responses={**CONTROL_ERRORS, **errors(502)},  # 502: nvpmodel failed on the board
     dependencies=[ControlDep],
 )
 async def set_power_mode(body: PowerModeBody, service: ServiceDep) -> PowerModeResponse:

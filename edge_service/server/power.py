@@ -52,8 +52,8 @@ class PowerControl:
     def create(cls, settings: Settings) -> PowerControl:
         """nvpmodel on a Jetson, else emulated modes (applied at once if EDGE_POWER_MODE
         is set, so engine threads start on the right cores)."""
-        if on_jetson():
-            control = cls(settings, NvpModel())
+        if on_jetson(settings.nvpmodel_conf):
+            control = cls(settings, NvpModel(conf=settings.nvpmodel_conf))
             if settings.power_mode is not None:
                 control.nvp.set_mode(settings.power_mode)
             return control

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+# JSON may escape half a surrogate pair ("\ud800"): Python keeps it, but it is no Unicode
+# text, and a response that echoes it cannot be encoded (a 500, on every later read).
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class PredictionOut(BaseModel):
@@ -119,10 +124,30 @@ class VariantsResponse(BaseModel):
     variants: list[VariantDetail]
 
 
-class PolicyBody(BaseModel):
-    """A full policy (PUT replaces it; fields left out take their defaults)."""
+class RequestBody(BaseModel):
+    """A JSON request body: no unknown field, no coercion (``true`` is no 1.0 and
+    ``false`` no power mode 0), and text that is Unicode."""
 
-    model_config = {"extra": "forbid"}
+    model_config = {"extra": "forbid", "strict": True}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode_text(cls, data: Any) -> Any:
+        stack = [data]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str) and _LONE_SURROGATE.search(item):
+                raise ValueError(f"{item!r} is not Unicode text (a lone surrogate escape)")
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+        return data
+
+
+class PolicyBody(RequestBody):
+    """A full policy (PUT replaces it; fields left out take their defaults)."""
 
     latency_budget_ms: float | None = Field(None, description="p99 budget, ms")
     min_accuracy: float | None = Field(None, description="top-1 floor, 0-1")
@@ -143,9 +168,7 @@ class PolicyResponse(BaseModel):
     decision: dict[str, Any] | None
 
 
-class PowerModeBody(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class PowerModeBody(RequestBody):
     mode: int | str = Field(description="mode id, or its name (e.g. 0 or MAXN)")
 
 
@@ -159,9 +182,7 @@ class PowerModeResponse(BaseModel):
     modes: list[dict[str, Any]]
 
 
-class PinBody(BaseModel):
-    model_config = {"extra": "forbid"}
-
+class PinBody(RequestBody):
     variant: str | None = Field(description="variant id to serve; null removes the pin")
     power_mode: str = Field("*", description='the mode the pin holds in; "*" for every mode')
 

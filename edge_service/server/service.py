@@ -14,12 +14,13 @@ from pathlib import Path
 
 from edge_service.config import Settings
 from edge_service.control.budget import Policy
-from edge_service.control.events import EventLog
+from edge_service.control.events import AdaptationEvent, EventLog
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, Decision, SimpleRule
 from edge_service.control.predictor import Predictor
 from edge_service.control.strategy import BudgetStrategy, PressureStrategy, Strategy
 from edge_service.data.pipeline import Preprocess
+from edge_service.errors import MonitorError
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
 from edge_service.monitor.context import Context
 from edge_service.monitor.select import open_source
@@ -93,9 +94,19 @@ class Service:
             )
 
     def set_power_mode(self, mode: int | str) -> ModeChange:
-        """Switch the power mode, reload the engines at its thread count, decide again."""
+        """Switch the power mode, reload the engines at its thread count, decide again.
+
+        Each switch is an event (``kind="power_mode"``), a failed one too: when nvpmodel
+        fails (HostCommandError, 502) the mode and the engines stay as they were.
+        """
         with self._ops_lock:
-            change = self.power.set(mode)
+            try:
+                change = self.power.set(mode)
+            except MonitorError as exc:
+                self._power_event(f"power mode -> {mode} failed; nothing changed", exc.message)
+                raise
+            before = change.previous.name if change.previous else "?"
+            self._power_event(f"power mode {before} -> {change.current.name}", None)
             self.pool.set_loader(
                 engine_loader(self.catalog, self.settings.family_dir, change.threads)
             )
@@ -105,6 +116,11 @@ class Service:
                 invalidate()
         self.loop.tick()
         return change
+
+    def _power_event(self, reason: str, error: str | None) -> None:
+        self.events.append(AdaptationEvent.note("power_mode", reason, self.pool.active_id, error))
+        if error is not None:
+            log.error("%s: %s", reason, error)
 
     def live_state(self) -> dict[str, object]:
         """What /metrics and the live views read: queue, swaps, active variant, board."""

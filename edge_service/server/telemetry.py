@@ -30,7 +30,7 @@ LATENCY_BUCKETS = (
 
 def check_stream_id(stream: str | None) -> str | None:
     """A camera/stream id as given, or BadInputError naming the rule."""
-    if stream is None or STREAM_ID.match(stream):
+    if stream is None or STREAM_ID.fullmatch(stream):  # match() lets a final newline in
         return stream
     raise BadInputError(
         f"stream id {stream[:80]!r} is not valid: use 1-64 characters from letters, digits "

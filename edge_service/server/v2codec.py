@@ -13,6 +13,7 @@ BadInputError saying what is wrong.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 TRITON_TYPES = {name: f"TYPE_{name}" for name in DTYPES} | {"BYTES": "TYPE_STRING"}
 MAX_ELEMENTS = 64 * 1024 * 1024
+MAX_RANK = 8  # dimensions per tensor (numpy's own limit is 64)
 
 
 @dataclass
@@ -71,7 +73,9 @@ def parse_request(body: bytes, header_length: str | None) -> V2Request:
     json_len = _header_length(header_length, len(body))
     try:
         header = json.loads(body[:json_len] or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        raise BadInputError("the inference request header nests too deeply to parse") from exc
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long integers
         raise BadInputError(f"the inference request header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise BadInputError("the inference request must be a JSON object with 'inputs'")
@@ -109,9 +113,14 @@ def parse_request(body: bytes, header_length: str | None) -> V2Request:
 def _header_length(value: str | None, body_len: int) -> int:
     if value is None:
         return body_len
-    if not value.strip().isdigit():
-        raise BadInputError(f"Inference-Header-Content-Length must be a byte count, got {value!r}")
-    n = int(value)
+    digits = value.strip()
+    # ASCII digits only: str.isdigit() also admits '²', which int() then refuses
+    if not (digits.isascii() and digits.isdigit()):
+        raise BadInputError(
+            f"Inference-Header-Content-Length must be a byte count, got {value[:40]!r}"
+        )
+    digits = digits.lstrip("0") or "0"
+    n = int(digits) if len(digits) <= len(str(body_len)) else body_len + 1
     if n > body_len:
         raise BadInputError(
             f"Inference-Header-Content-Length {n} is longer than the body ({body_len} bytes)"
@@ -139,10 +148,15 @@ def _input(raw: Any, i: int, binary: memoryview) -> tuple[V2Input, int]:
             f"input {name!r}: datatype {datatype!r} is not one of {[*DTYPES, 'BYTES']}"
         )
     if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_ELEMENTS for d in shape
     ):
-        raise BadInputError(f"input {name!r}: 'shape' must be a list of non-negative integers")
-    count = int(np.prod(shape)) if shape else 1
+        raise BadInputError(
+            f"input {name!r}: 'shape' must be a list of non-negative integers "
+            f"(each at most {MAX_ELEMENTS})"
+        )
+    if len(shape) > MAX_RANK:
+        raise BadInputError(f"input {name!r}: {len(shape)} dimensions is over the {MAX_RANK} limit")
+    count = math.prod(shape)  # exact: numpy's int64 product wraps around on huge shapes
     if count > MAX_ELEMENTS:
         raise BadInputError(f"input {name!r}: {count} elements is over the {MAX_ELEMENTS} limit")
     params = _object(raw.get("parameters"), f"inputs[{i}].parameters")
@@ -184,18 +198,18 @@ def _from_binary(tensor: V2Input, data: bytes, count: int) -> None:
 
 def _from_json(tensor: V2Input, data: Any, count: int) -> None:
     if tensor.datatype == "BYTES":
-        flat = np.asarray(data, dtype=object).reshape(-1)
-        if not all(isinstance(x, str) for x in flat):
-            raise BadInputError(f"input {tensor.name!r}: BYTES data must be strings")
-        tensor.items = [str(x).encode() for x in flat]
+        flat = _strings(data)
+        if flat is None:
+            raise BadInputError(
+                f"input {tensor.name!r}: BYTES data must be strings (flat or nested lists)"
+            )
+        try:
+            tensor.items = [x.encode() for x in flat]
+        except UnicodeEncodeError as exc:  # "\udc80": JSON escapes half a surrogate pair
+            raise BadInputError(f"input {tensor.name!r}: BYTES data is not UTF-8 text") from exc
         got = len(tensor.items)
     else:
-        try:
-            arr = np.asarray(data, dtype=DTYPES[tensor.datatype])
-        except (TypeError, ValueError) as exc:
-            raise BadInputError(
-                f"input {tensor.name!r}: data is not a {tensor.datatype} array: {exc}"
-            ) from exc
+        arr = _numeric(tensor, data)
         got = arr.size
         if got == count:
             tensor.array = arr.reshape(tensor.shape)
@@ -204,6 +218,50 @@ def _from_json(tensor: V2Input, data: Any, count: int) -> None:
             f"input {tensor.name!r}: {got} data elements for shape {list(tensor.shape)} "
             f"({count} elements)"
         )
+
+
+def _numeric(tensor: V2Input, data: Any) -> np.ndarray:
+    """JSON numbers as the tensor's dtype; integer types take only in-range integers.
+
+    numpy would wrap silently (300 or 300.0 as UINT8 becomes 44, 1.7 becomes 1), so an
+    integer tensor's values are read exactly first and checked against the type's range.
+    """
+    dtype = DTYPES[tensor.datatype]
+    try:
+        if dtype.kind == "f":
+            return np.asarray(data, dtype=dtype)
+        raw = np.asarray(data)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise BadInputError(
+            f"input {tensor.name!r}: data is not a {tensor.datatype} array: {exc}"
+        ) from exc
+    if raw.size == 0:
+        return raw.astype(dtype)
+    if dtype.kind == "b":
+        ok = raw.dtype.kind == "b"
+    else:
+        info = np.iinfo(dtype)
+        ok = raw.dtype.kind in "iu" and bool(raw.min() >= info.min and raw.max() <= info.max)
+    if not ok:
+        want = "true/false" if dtype.kind == "b" else f"integers in [{info.min}, {info.max}]"
+        raise BadInputError(f"input {tensor.name!r}: {tensor.datatype} data must be {want}")
+    return raw.astype(dtype)
+
+
+def _strings(data: Any) -> list[str] | None:
+    """The strings of a (nested) JSON list in row-major order, None if any leaf is not one.
+    Iterative, and not numpy: ragged lists are fine here, the count is checked after."""
+    out: list[str] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            return None
+    return out
 
 
 def _output(raw: Any, binary_default: bool) -> V2Output:

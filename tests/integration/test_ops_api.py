@@ -76,6 +76,8 @@ def test_bad_policy_is_refused_with_a_reason_and_the_old_one_stays(ops):
     assert r.status_code == 400 and "min_accuracy" in r.json()["detail"]
     r = ops.put("/v1/policy", json={"pins": {"MAXN": "nosuch@fp32"}}, headers=_auth(CONTROL))
     assert r.status_code == 404 and "nosuch" in r.json()["detail"]
+    r = ops.put("/v1/policy", json={"pins": {"TURBO": "base@fp32"}}, headers=_auth(CONTROL))
+    assert r.status_code == 400 and "TURBO" in r.json()["detail"]
     r = ops.put("/v1/policy", json={"latency_budget": 3}, headers=_auth(CONTROL))
     assert r.status_code == 422
     assert ops.get("/v1/policy").json()["policy"] == before
@@ -90,7 +92,11 @@ def test_policy_put_switches_to_the_budget_strategy_and_decides_at_once(ops):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["strategy"] == "budget" and body["policy"]["objective"] == "latency"
-    assert body["active_variant"].startswith("dw-dw-dw@")  # the fastest network
+    # which variant is fastest depends on profiles timed on a busy machine: check that the
+    # decision was made, now, by the new objective, and is the one served
+    decision = body["decision"]
+    assert "by latency" in decision["reason"], decision
+    assert decision["variant_id"] == body["active_variant"]
     r = ops.put("/v1/policy", json={}, headers=_auth(CONTROL))
     assert r.json()["strategy"] == "pressure"
 
@@ -113,7 +119,7 @@ def test_power_mode_switch_reloads_engines_without_dropping_requests(ops, test_s
     frame = _png(test_split.images[2])
     failures: list[str] = []
     served = 0
-    stop = threading.Event()
+    stop, started = threading.Event(), threading.Event()
 
     def load() -> None:
         nonlocal served
@@ -123,10 +129,12 @@ def test_power_mode_switch_reloads_engines_without_dropping_requests(ops, test_s
                 if r.status_code != 200:
                     failures.append(r.text)
                 served += 1
+                started.set()
 
     worker = threading.Thread(target=load)
     worker.start()
     try:
+        assert started.wait(20), "the load never got a response"  # switch under load
         modes = ops.get("/v1/power-mode").json()["modes"]
         assert [m["name"] for m in modes] == ["MAXN", "HALF", "MIN"]
         for mode in ("MIN", 1, "MAXN"):

@@ -342,6 +342,22 @@ def test_lookup_misses_when_sidecar_key_differs(model: Path, tmp_path: Path) -> 
     assert cache.lookup(plan.cache_key) is None
 
 
+def test_lookup_misses_when_cached_engine_file_was_damaged(model: Path, tmp_path: Path) -> None:
+    plan, cache, path = _built(model, tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the sidecar still says the right key
+    path.write_bytes(bytes(data))
+    assert cache.lookup(plan.cache_key) is None
+
+
+def test_lookup_misses_when_sidecar_predates_engine_checksums(model: Path, tmp_path: Path) -> None:
+    plan, cache, path = _built(model, tmp_path)
+    side = tc.sidecar_path(path)
+    old = {k: v for k, v in json.loads(side.read_text()).items() if k != "engine_sha256"}
+    side.write_text(json.dumps(old))
+    assert cache.lookup(plan.cache_key) is None
+
+
 def test_check_passes_when_engine_was_built_for_this_target(model: Path, tmp_path: Path) -> None:
     _, _, path = _built(model, tmp_path)
     EngineCache.check(path, ORIN)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from support import ConstantEngine
@@ -136,3 +137,85 @@ def test_background_thread_ticks_and_stops_when_started() -> None:
     assert ticks >= 3 and pool.ready
     time.sleep(0.05)
     assert loop.state().ticks == ticks
+
+
+def _sick(*broken: str):
+    """A loader that fails for ``broken`` ids the way a corrupt artifact does."""
+
+    def load(vid: str) -> ConstantEngine:
+        if vid in broken:
+            raise EngineError(f"{vid} fails its checksum")
+        return ConstantEngine(vid)
+
+    return load
+
+
+def test_start_serves_the_next_best_at_once_when_the_most_accurate_fails_to_load() -> None:
+    loop, pool = _loop(ReplaySource(_trace(0.1), loop=True), loader=_sick("base@fp32"))
+    loop.start()
+    try:
+        assert pool.active_id == "base@int8"  # on return: no tick's wait with nothing served
+        assert pool.unhealthy == {"base@fp32"}
+    finally:
+        loop.stop()
+
+
+def test_start_falls_back_past_a_broken_variant_when_monitor_and_most_accurate_both_fail() -> None:
+    loop, pool = _loop(FailingSource(), loader=_sick("base@fp32"))
+    loop.start()
+    try:
+        assert pool.active_id == "base@int8"
+        assert loop.events.recent()[-1].reason == "monitor unavailable -> most accurate that loads"
+    finally:
+        loop.stop()
+
+
+class FlakySource:
+    """A trace whose reads fail while ``broken`` is set; contexts name ``source``."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.broken, self.source, self.t = False, "tegra", 0.0
+
+    def sample(self) -> Context:
+        if self.broken:
+            raise MonitorError("sysfs gone")
+        self.t += 1.0
+        return dataclasses.replace(_trace(0.1)[0], t=self.t, source=self.source)
+
+    def close(self) -> None:
+        pass
+
+
+def test_monitor_events_say_failover_lost_and_back_once_each_when_the_source_changes() -> None:
+    source = FlakySource()
+    loop, _ = _loop(source)
+    loop.tick()
+    source.source = "linux"  # what a FailoverSource returns after its first source died
+    loop.tick()
+    source.broken = True
+    for _ in range(3):
+        assert loop.tick() is None
+    source.broken = False
+    loop.tick()
+    monitor = [(e.reason, e.error) for e in loop.events.recent() if e.kind == "monitor"]
+    assert monitor == [
+        ("monitor failover: tegra -> linux", None),
+        ("monitor lost: flaky cannot be read", "sysfs gone"),
+        ("monitor back: reading linux", None),
+    ]
+    assert loop.state().source_errors == 3
+
+
+def test_loop_thread_lives_on_when_a_tick_raises_something_unexpected() -> None:
+    loop, _ = _loop(ReplaySource(_trace(0.1), loop=True))
+    loop.start()
+    try:
+        loop.strategy = None  # type: ignore[assignment]  # every tick now raises
+        ticks = loop.state().ticks
+        time.sleep(0.1)
+        assert loop._thread is not None and loop._thread.is_alive()
+        assert loop.state().ticks > ticks + 2
+    finally:
+        loop.stop()

@@ -102,3 +102,13 @@ def test_sandwich_includes_largest_and_smallest_paths_when_sampled() -> None:
     assert paths[0] == (("id", "id", "id"), 28)
     assert paths[1] == (("mdw", "mdw", "mdw"), 20)
     assert len(paths) == 2 + CFG.random_paths
+
+
+def test_training_starts_afresh_when_the_checkpoint_is_damaged(tmp_path, caplog) -> None:
+    teacher, net, data = _setup()
+    ckpt = tmp_path / "evolve.ckpt"
+    ckpt.write_bytes(b"PK\x03\x04 cut short")  # a torch.save zip that ends mid-file
+    cfg = dataclasses.replace(CFG, distill_epochs=1, finetune_epochs=0)
+    _, history = evolve_training(net, teacher, data, InputSpec(), cfg, ckpt)
+    assert len(history) == 1 and "cannot be read" in caplog.text
+    assert torch.load(ckpt, weights_only=False)["epochs_done"] == 1  # replaced by a whole one

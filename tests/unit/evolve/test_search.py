@@ -10,6 +10,7 @@ pytest.importorskip("torch")
 
 from edge_service.evolve.search import (
     BranchProfiles,
+    LatencyTable,
     Prediction,
     pareto_front,
     predict,
@@ -17,11 +18,21 @@ from edge_service.evolve.search import (
 )
 from edge_service.variants import VariantSpec
 
-PROFILES = BranchProfiles(
+FP32 = LatencyTable(
     overhead_ms=0.01,
     stem_ms=0.02,
     head_ms=0.01,
     branch_ms={(s, b): ms for s in range(2) for b, ms in {"id": 0.1, "dw": 0.02}.items()},
+)
+# INT8 as measured on a CPU: wide convolutions faster, small depthwise ones slower
+INT8 = LatencyTable(
+    overhead_ms=0.01,
+    stem_ms=0.02,
+    head_ms=0.01,
+    branch_ms={(s, b): ms for s in range(2) for b, ms in {"id": 0.04, "dw": 0.03}.items()},
+)
+PROFILES = BranchProfiles(
+    latency={"fp32": FP32, "int8": INT8},
     base_accuracy=0.9,
     branch_drop={(s, b): d for s in range(2) for b, d in {"id": 0.0, "dw": 0.03}.items()},
     resolution_drop={28: 0.0, 20: 0.02},
@@ -29,8 +40,8 @@ PROFILES = BranchProfiles(
 )
 
 
-def _spec(stages, res=28):
-    return VariantSpec(tuple(stages), "fp32", res, 28, "evolve")
+def _spec(stages, res=28, precision="fp32"):
+    return VariantSpec(tuple(stages), precision, res, 28, "evolve")
 
 
 def test_predict_sums_pieces_and_scales_by_pixels_when_resolution_is_lower() -> None:
@@ -38,6 +49,24 @@ def test_predict_sums_pieces_and_scales_by_pixels_when_resolution_is_lower() -> 
     compute = 0.02 + 0.01 + 0.02 + 0.1
     assert p.latency_ms == pytest.approx(0.01 + compute * (20 / 28) ** 2)
     assert p.accuracy == pytest.approx(0.9 - 0.03 - 0.02)
+
+
+def test_predict_uses_the_paths_precision_table_when_int8() -> None:
+    p = predict(PROFILES, _spec(("dw", "id"), 28, "int8"))
+    assert p.latency_ms == pytest.approx(0.01 + 0.02 + 0.01 + 0.03 + 0.04)
+    assert p.accuracy == pytest.approx(0.9 - 0.03)
+
+
+def test_front_mixes_precisions_when_each_wins_somewhere() -> None:
+    specs = [
+        _spec(c, 28, prec)
+        for c in itertools.product(("id", "dw"), repeat=2)
+        for prec in ("fp32", "int8")
+    ]
+    front = pareto_front([predict(PROFILES, s) for s in specs])
+    ids = [p.spec.id for p in front]
+    assert "dw-dw@fp32" in ids  # depthwise: FP32 is the faster
+    assert "base@int8" in ids and "base@fp32" not in ids  # wide: INT8 dominates
 
 
 def test_base_prediction_is_base_accuracy_when_nothing_changes() -> None:
@@ -88,3 +117,35 @@ def test_validation_split_is_the_train_tail_and_disjoint_when_held_out() -> None
     rest, val = split_train_val(data, 10, 0, 0)
     assert list(val.labels) == list(range(50, 60))
     assert set(rest.labels).isdisjoint(val.labels) and len(rest) == 50
+
+
+def test_kept_set_holds_the_base_network_once_when_the_search_kept_it_at_int8() -> None:
+    from edge_service.evolve.run import _keep_base
+
+    base8 = Prediction(_spec(("id", "id"), 28, "int8"), 0.1, 0.9)
+    base32 = Prediction(_spec(("id", "id"), 28, "fp32"), 0.2, 0.9)
+    small = Prediction(_spec(("dw", "dw"), 28, "fp32"), 0.05, 0.85)
+    kept = _keep_base([small, base8], [small, base32, base8], 28)
+    assert kept == [small, base8]  # not base@fp32 as well: same network
+
+
+def test_kept_set_gains_the_base_network_at_its_fastest_precision_when_left_out() -> None:
+    from edge_service.evolve.run import _keep_base
+
+    base32 = Prediction(_spec(("id", "id"), 28, "fp32"), 0.2, 0.9)
+    base8 = Prediction(_spec(("id", "id"), 28, "int8"), 0.1, 0.9)
+    small = Prediction(_spec(("dw", "dw"), 28, "fp32"), 0.05, 0.85)
+    mid = Prediction(_spec(("dw", "id"), 28, "int8"), 0.08, 0.88)
+    kept = _keep_base([small, mid], [small, mid, base32, base8], 28)
+    assert kept == [small, mid, base8]
+
+
+def test_kept_set_stays_within_max_and_keeps_its_ends_when_the_base_is_added() -> None:
+    from edge_service.evolve.run import _keep_base
+
+    pts = [
+        Prediction(_spec(("dw", "dw"), 28, "fp32"), 0.05 * 1.2**i, 0.8 + i / 100) for i in range(4)
+    ]
+    base = Prediction(_spec(("id", "id"), 28, "int8"), 0.5, 0.9)
+    kept = _keep_base(pts, [*pts, base], 28, max_kept=4)
+    assert len(kept) == 4 and kept[0] == pts[0] and base in kept and pts[-1] in kept

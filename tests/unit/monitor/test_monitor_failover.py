@@ -170,3 +170,15 @@ def test_open_source_names_every_kind_when_the_kind_is_unknown() -> None:
 def test_open_source_tegra_raises_monitor_error_when_root_is_not_a_jetson(tmp_path: Path) -> None:
     with pytest.raises(MonitorError, match="not a Jetson"):
         open_source("tegra", root=tmp_path)
+
+
+def test_failures_say_why_each_failing_source_failed_until_it_works_again() -> None:
+    clock = FakeClock()
+    jtop, linux = ScriptedSource("jtop"), ScriptedSource("linux")
+    source = FailoverSource([factory(jtop), factory(linux)], retry_s=10, clock=clock)
+    assert source.failures == {}
+    jtop.broken = True
+    assert source.sample().source == "linux"
+    assert source.failures == {"jtop": "jtop is broken"}
+    jtop.broken, clock.now = False, 11.0
+    assert source.sample().source == "jtop" and source.failures == {}

@@ -10,7 +10,7 @@ import pytest
 from jetson_boards import AGX_ORIN, BOARDS, NANO, ORIN_NANO, XAVIER_NX, copy_board_file
 from jetson_boards import fixture_text as text
 
-from edge_service.errors import ConfigError, MonitorError
+from edge_service.errors import ConfigError, HostCommandError, MonitorError
 from edge_service.monitor import NvpModel, PowerMode
 from edge_service.monitor.nvpmodel import (
     CachedPowerMode,
@@ -135,6 +135,14 @@ def test_nvpmodel_set_mode_raises_monitor_error_naming_root_when_nvpmodel_fails(
     runner = RecordedRunner(returncode=255, stderr="NVPM ERROR: failed to write\n")
     with pytest.raises(MonitorError, match="needs root"):
         NvpModel(runner=runner, conf=Path("/nonexistent.conf")).set_mode(0)
+
+
+def test_failing_nvpmodel_is_a_502_host_command_error_when_it_exits_non_zero() -> None:
+    runner = RecordedRunner(returncode=255, stderr="NVPM ERROR: failed\nto write\n")
+    with pytest.raises(HostCommandError) as failed:
+        NvpModel(runner=runner, conf=Path("/nonexistent.conf")).set_mode(1)
+    assert failed.value.http_status == 502 and failed.value.code == "host_command_failed"
+    assert "nvpmodel -m 1 exited with 255: NVPM ERROR: failed to write" in failed.value.message
 
 
 def test_nvpmodel_query_raises_monitor_error_when_the_binary_does_not_exist() -> None:

@@ -181,3 +181,23 @@ def test_read_trace_refuses_when_the_line_is_json_but_not_an_object(tmp_path: Pa
 def test_read_trace_refuses_with_a_hint_when_the_file_is_missing(tmp_path: Path) -> None:
     with pytest.raises(MonitorError, match="monitor --record"):
         read_trace(tmp_path / "missing.jsonl")
+
+
+def test_trace_reads_up_to_a_torn_last_line_when_the_recorder_was_killed_mid_write(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "trace.jsonl"
+    with TraceRecorder(path) as recorder:
+        for c in TRACE:
+            recorder.write(c)
+    whole = path.read_text()
+    path.write_text(whole + whole.splitlines()[0][:40])  # kill -9 in the middle of a line
+    assert read_trace(path) == TRACE
+
+
+def test_trace_is_refused_naming_the_line_when_a_middle_line_is_broken(tmp_path: Path) -> None:
+    path = tmp_path / "trace.jsonl"
+    lines = [json.dumps(c.to_dict()) for c in TRACE]
+    path.write_text("\n".join([lines[0], lines[1][:40], lines[2]]) + "\n")
+    with pytest.raises(MonitorError, match="line 2: not valid JSON"):
+        read_trace(path)

@@ -11,7 +11,8 @@ from support import ConstantEngine
 from edge_service.errors import EngineError, NotReadyError
 
 
-def _pool():
+def _pool(max_pinned: int = 0):
+    """A pool over ConstantEngines; no recent-engine cache unless ``max_pinned`` asks."""
     from edge_service.runtime.pool import EnginePool
 
     made: dict[str, ConstantEngine] = {}
@@ -22,7 +23,7 @@ def _pool():
         made[vid] = ConstantEngine(vid, float(len(made)))
         return made[vid]
 
-    return EnginePool(loader), made
+    return EnginePool(loader, max_pinned), made
 
 
 def test_lease_raises_not_ready_when_nothing_activated() -> None:
@@ -37,6 +38,18 @@ def test_old_engine_closed_at_once_when_swapped_without_leases() -> None:
     pool.activate("b")
     assert pool.active_id == "b"
     assert made["a"].closed and not made["b"].closed
+
+
+def test_swapped_out_engine_stays_warm_and_comes_back_without_a_load_when_cached() -> None:
+    pool, made = _pool(max_pinned=1)
+    pool.activate("a")
+    first_a = made["a"]
+    pool.activate("b")
+    assert not first_a.closed  # kept among the recent few
+    pool.activate("a")
+    assert made["a"] is first_a and pool.last_swap_preloaded  # no second load
+    pool.activate("c")  # a goes to the cache, b (least recent) is evicted and closed
+    assert made["b"].closed and not first_a.closed
 
 
 def test_leased_engine_keeps_running_when_swapped_mid_request() -> None:
@@ -206,7 +219,67 @@ def test_standby_dropped_while_leased_closes_after_the_lease() -> None:
 def test_pinned_lease_of_a_variant_that_fails_to_load_raises_and_active_keeps_serving() -> None:
     pool, _ = _pool()
     pool.activate("a")
-    with pytest.raises(EngineError), pool.lease("broken"):
+    unhealthy = pytest.raises(NotReadyError, match="broken is unhealthy: cannot load")
+    with unhealthy, pool.lease("broken"):
         pass
+    assert pool.unhealthy == {"broken"}
     with pool.lease() as (vid, _):
         assert vid == "a"
+
+
+def _pool_failing_with(exc: BaseException, clock=None):
+    """A pool whose loader raises ``exc`` for variant "bad" (how a backend fails)."""
+    from edge_service.runtime.pool import EnginePool
+
+    loads: list[str] = []
+
+    def loader(vid: str) -> ConstantEngine:
+        loads.append(vid)
+        if vid == "bad":
+            raise exc
+        return ConstantEngine(vid)
+
+    kw = {"clock": clock, "retry_unhealthy_s": 60.0} if clock else {}
+    return EnginePool(loader, **kw), loads
+
+
+@pytest.mark.parametrize(
+    ("exc", "says"),
+    [
+        (MemoryError(), "out of memory loading bad"),
+        (RuntimeError("CUDA driver error"), "loading bad failed: RuntimeError: CUDA driver error"),
+        (EngineError("cannot parse bad"), "cannot parse bad"),
+    ],
+)
+def test_load_failure_of_any_kind_is_an_engine_error_and_the_old_engine_stays_active(
+    exc: BaseException, says: str
+) -> None:
+    pool, _ = _pool_failing_with(exc)
+    pool.activate("a")
+    with pytest.raises(EngineError, match=says):
+        pool.activate("bad")
+    assert pool.active_id == "a" and pool.unhealthy == {"bad"}
+    assert says in (pool.unhealthy_reason("bad") or "")
+
+
+def test_preload_skips_variant_when_its_load_runs_out_of_memory() -> None:
+    pool, _ = _pool_failing_with(MemoryError())
+    pool.activate("a")
+    pool.preload(["bad", "b"])  # best effort: no raise
+    assert pool.standby == ("b",) and pool.unhealthy == {"bad"}
+
+
+def test_pinned_requests_do_not_reload_an_unhealthy_variant_until_the_retry_period_ends() -> None:
+    now = [0.0]
+    pool, loads = _pool_failing_with(MemoryError(), clock=lambda: now[0])
+    pool.activate("a")
+    for _ in range(3):
+        unhealthy = pytest.raises(NotReadyError, match="bad is unhealthy: out of memory")
+        with unhealthy, pool.lease("bad"):
+            pass
+    assert loads.count("bad") == 1  # one try, then the mark answers
+    now[0] = 61.0
+    assert pool.unhealthy == frozenset() and pool.unhealthy_reason("bad") is None
+    with pytest.raises(NotReadyError), pool.lease("bad"):
+        pass
+    assert loads.count("bad") == 2  # tried again after the retry period

@@ -79,3 +79,22 @@ def test_raw_request_bodies_are_described(spec):
     )
     v2 = spec["paths"]["/v2/models/{model}/infer"]["post"]["requestBody"]["content"]
     assert {"application/json", "application/octet-stream"} <= set(v2)
+
+
+def test_validation_errors_are_documented_in_the_error_shape_of_their_api(spec):
+    v1 = spec["paths"]["/v1/infer"]["post"]["responses"]["422"]["content"]["application/json"]
+    v2 = spec["paths"]["/v2/models/{model}"]["get"]["responses"]["422"]["content"]
+    assert v1["schema"]["$ref"].endswith("/ErrorResponse")
+    assert v2["application/json"]["schema"]["$ref"].endswith("/V2ErrorResponse")
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+def test_version_is_a_path_parameter_of_the_versions_routes_only(spec):
+    def params(path: str, method: str = "get") -> set[tuple[str, str]]:
+        return {(p["name"], p["in"]) for p in spec["paths"][path][method].get("parameters", [])}
+
+    assert ("version", "path") in params("/v2/models/{model}/versions/{version}/infer", "post")
+    assert ("version", "path") in params("/v2/models/{model}/versions/{version}/ready")
+    assert params("/v2/models/{model}") == {("model", "path")}
+    assert ("version", "query") not in params("/v2/models/{model}/infer", "post")
+    assert params("/v2/models/stats") == set()

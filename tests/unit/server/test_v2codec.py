@@ -136,3 +136,31 @@ def test_response_is_json_unless_an_output_is_binary():
     tail = body[length:]
     np.testing.assert_array_equal(np.frombuffer(tail[:8], dtype=np.float32), [0.5, 1.5])
     assert unpack_bytes(tail[8:], "c") == [b"0.9:1:shirt"]
+
+
+def _json_body(datatype: str, data: list) -> bytes:
+    tensor = {"name": "input", "datatype": datatype, "shape": [len(data)], "data": data}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data"),
+    [
+        ("UINT8", [300]),  # numpy would wrap it to 44
+        ("UINT8", [300.0]),
+        ("UINT8", [1.7]),  # numpy would truncate it to 1
+        ("UINT8", [-1]),
+        ("INT8", [128]),
+        ("UINT8", [True]),
+        ("BOOL", [1]),
+    ],
+)
+def test_integer_json_data_is_refused_when_it_would_wrap_or_truncate(datatype, data):
+    with pytest.raises(BadInputError, match=datatype):
+        parse_request(_json_body(datatype, data), None)
+
+
+def test_integer_json_data_in_range_parses_exactly_when_given():
+    req = parse_request(_json_body("UINT8", [0, 255, 7]), None)
+    assert req.inputs[0].array.tolist() == [0, 255, 7]
+    assert parse_request(_json_body("BOOL", [True, False]), None).inputs[0].array.dtype == bool
