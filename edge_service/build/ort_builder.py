@@ -23,6 +23,7 @@ import edge_service
 from edge_service.build.calibration import (
     CACHE_TAG,
     METHODS,
+    activation_scheme,
     calibration_hash,
     calibration_images,
     quantize_int8,
@@ -75,10 +76,8 @@ class BuildRequest:
 
     @property
     def activations(self) -> str:
-        """The INT8 activation scheme: TensorRT takes only ``s8``; ORT runs ``u8`` faster."""
-        if self.int8_activations is not None:
-            return self.int8_activations
-        return "s8" if self.tensorrt else "u8"
+        """The INT8 activation scheme this build uses (see :func:`activation_scheme`)."""
+        return activation_scheme(self.int8_activations, self.tensorrt)
 
 
 @dataclass(frozen=True)

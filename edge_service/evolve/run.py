@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_service.build.export import INPUT_NAME
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec, preprocess
 from edge_service.evolve.distill import EvolveConfig, Progress, evolve_training
@@ -199,7 +200,11 @@ def _measure(
     """Export the kept path at its precision and measure it on ONNX Runtime."""
     s = pred.spec
     at = at_size(spec, s.input_size)
-    feeds = [{"input": preprocess(calib.images[i : i + 32], at)} for i in range(0, len(calib), 32)]
+    feeds = (
+        [{INPUT_NAME: preprocess(calib.images[i : i + 32], at)} for i in range(0, len(calib), 32)]
+        if s.precision == "int8"
+        else None  # FP32 needs no calibration
+    )
     with tempfile.TemporaryDirectory() as tmp:
         shape = (1, net.config.in_channels, s.input_size, s.input_size)
         path = export_at(net.extract(s), shape, Path(tmp), s.precision, feeds, dynamic_batch=True)

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from edge_service.build.calibration import quantize_feeds
-from edge_service.build.export import export_onnx
+from edge_service.build.export import INPUT_NAME, export_onnx
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec
 from edge_service.evolve.supernet import MultiBranchNet
@@ -111,7 +111,7 @@ def accuracy_drops(
 def probe_feeds(shape: tuple[int, ...], n: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Random ``input`` feeds of ``shape``: calibration for latency probes (scales only)."""
     rng = np.random.default_rng(seed)
-    return [{"input": rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+    return [{INPUT_NAME: rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
 
 
 def export_at(
