@@ -115,7 +115,7 @@ def quantize_int8(
     cached under a key of model hash + calibration data hash + method + scheme, and a
     later build with the same four reads them instead of running calibration again.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     ort_method = {
@@ -134,8 +134,6 @@ def quantize_int8(
         cache = calibration_cache_path(
             cache_dir, fp32, calibration_hash(files), method, activations
         )
-    options = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
-
     def write(tmp: Path) -> None:
         prepped = tmp.with_suffix(".pre.onnx")
         ranges = cache if cache is not None else tmp.with_suffix(".ranges.json")
@@ -143,18 +141,7 @@ def quantize_int8(
             quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
             if not ranges.exists():
                 _calibrate(prepped, files, spec, ort_method, ranges, symmetric)
-            quantize_static(
-                str(prepped),
-                str(tmp),
-                None,
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=ort_method,
-                extra_options=options,
-                calibration_cache_path=ranges,
-            )
+            _qdq(prepped, tmp, None, ort_method, symmetric, calibration_cache_path=ranges)
         finally:
             prepped.unlink(missing_ok=True)
             if ranges != cache:
@@ -178,7 +165,7 @@ def quantize_feeds(
     For tensors that are not images (a branch's input features in the evolve search) and
     for quick probes; :func:`quantize_int8` is the build's path from image files.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if activations not in ACTIVATIONS:
@@ -189,17 +176,7 @@ def quantize_feeds(
         prepped = tmp.with_suffix(".pre.onnx")
         try:
             quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
-            quantize_static(
-                str(prepped),
-                str(tmp),
-                _Reader(iter(feeds)),  # type: ignore[arg-type]
-                quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-            )
+            _qdq(prepped, tmp, _Reader(iter(feeds)), CalibrationMethod.MinMax, symmetric)
         finally:
             prepped.unlink(missing_ok=True)
 
@@ -209,6 +186,27 @@ def quantize_feeds(
     except Exception as exc:
         raise BuildError(f"INT8 quantization of {fp32} failed: {exc}") from exc
     return out
+
+
+def _qdq(
+    prepped: Path, out: Path, reader: _Reader | None, method: Any, symmetric: bool, **more: Any
+) -> None:
+    """ONNX Runtime's static Q/DQ with this module's fixed choices: INT8 weights per
+    channel, symmetric; activations s8 symmetric or u8 asymmetric."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(
+        str(prepped),
+        str(out),
+        reader,  # type: ignore[arg-type]
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=method,
+        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+        **more,
+    )
 
 
 def _calibrate(
