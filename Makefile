@@ -14,7 +14,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run test data browser engines lint typecheck unit integration clean help
 
 help:
-	@echo "make run   - install, build the default engines if missing, serve on 127.0.0.1:8080"
+	@echo "make run   - install, serve on 127.0.0.1:8080 (building what is missing in the background)"
 	@echo "make test  - install, then ruff, mypy and pytest (unit + integration)"
 
 $(BIN)/python:
@@ -50,8 +50,11 @@ browser:
 engines: $(VENV)/.run-installed data
 	$(BIN)/edge-service build
 
-run: engines
-	$(BIN)/edge-service serve
+# Serves at once on the first engine (base FP32, built in about a minute if missing);
+# the device's front, the other engines and the power-mode profiles are built in the
+# background and join as they land. A second run serves the built family in seconds.
+run: $(VENV)/.run-installed data
+	$(BIN)/edge-service serve --build
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check edge_service tests bench

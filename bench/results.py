@@ -12,17 +12,20 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from edge_service.device import current
 from edge_service.fsutil import atomic_write_text
-from edge_service.hostinfo import device_name
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# Benchmark results\n\nEach section is rewritten by the script that produced it.\n"
 
 
 def machine_line() -> str:
-    """Where and when: device, cores, Python and ONNX Runtime versions, UTC date."""
+    """Where and when: the device's fingerprint (name and id), cores, Python and ONNX
+    Runtime versions, UTC date."""
+    fp = current()
     return (
-        f"{device_name()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{fp.name} (device id `{fp.id}`), {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, "
         f"onnxruntime {ort.__version__}, "
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"
     )

@@ -17,7 +17,7 @@ from results import write_section
 
 from edge_service.control.budget import Policy
 from edge_service.control.predictor import Predictor
-from edge_service.hostinfo import device_name
+from edge_service.hostinfo import device_id
 from edge_service.monitor.context import Context, PowerMode
 from edge_service.repository import load_catalog
 from edge_service.sim.replay import simulate
@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     catalog = load_catalog(args.engines_dir / args.family)
     policy = Policy(latency_budget_ms=args.budget, cooldown_s=5.0)
-    results = simulate(trace(), Predictor(catalog, device_name()), policy)
+    results = simulate(trace(), Predictor(catalog, device_id()), policy)
     rows = [
         "| strategy | SLO violations | mean top-1 | energy mJ/inference | switches |",
         "|---|---|---|---|---|",

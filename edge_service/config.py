@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         20.0, ge=0.0, description="on SIGTERM: the longest wait for requests in flight"
     )
+    background_build: bool = Field(
+        False,
+        description="serve builds the family: the first engine before it binds, the "
+        "device's front and per-power-mode profiles in the background while it serves",
+    )
+    catalog_poll_s: float = Field(
+        1.0, gt=0.0, description="how often the server looks for a new catalog"
+    )
 
     @classmethod
     def settings_customise_sources(

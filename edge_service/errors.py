@@ -121,6 +121,13 @@ class ConflictError(EdgeServiceError):
     code = "conflict"
 
 
+class RejectedVariantError(ConflictError):
+    """A pin names a variant the build's accuracy gate rejected (it is in the catalog,
+    but too inaccurate on this device to serve)."""
+
+    code = "variant_rejected"
+
+
 class OverloadedError(EdgeServiceError):
     """The request queue is full: retry after ``retry_after_s`` seconds."""
 

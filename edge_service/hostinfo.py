@@ -8,12 +8,17 @@ from pathlib import Path
 DEFAULT_POWER_MODE = "default"
 
 
-def device_name(root: Path = Path("/")) -> str:
-    """A stable name for this device: the Jetson's device-tree model, else arch + CPU model.
+def device_id() -> str:
+    """The id profiles, fronts and catalogs are keyed by: this device's fingerprint
+    (:func:`edge_service.device.current`), which tells apart two CPUs of one model name."""
+    from edge_service.device import current
 
-    Profiles in the catalog are keyed by this, so engines measured on one board are not
-    mistaken for another's.
-    """
+    return current().id
+
+
+def device_name(root: Path = Path("/")) -> str:
+    """A readable name for this device: the Jetson's device-tree model, else arch + CPU
+    model (what a Context says; two machines may share it, so nothing is keyed by it)."""
     model = _read(root / "proc/device-tree/model")
     if model:
         return model.strip("\x00 \n")

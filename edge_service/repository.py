@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edge_service.data.pipeline import Preprocess
 from edge_service.data.preprocess import InputSpec
-from edge_service.errors import CatalogError, NotFoundError
+from edge_service.errors import CatalogError, NotFoundError, RejectedVariantError
 from edge_service.fsutil import atomic_write_text, sha256_file
 from edge_service.variants import VariantSpec
 
@@ -136,10 +136,22 @@ class Calibration(_Model):
     examples: int = Field(ge=0)  # images the drops were measured on
     data_sha256: str  # hash of the calibration images
     activations: Literal["s8", "u8"] = "s8"  # symmetric signed (TensorRT) or asymmetric unsigned
+    reduce_range: bool = False  # 7-bit weights: no int16 saturation on x86 without VNNI
+    scheme_reason: str | None = None  # why this device got this scheme
+
+
+VariantStatus = Literal["servable", "rejected", "dominated"]
 
 
 class Variant(_Model):
-    """A variant in the catalog: spec, engine artifact, accuracy, profiles."""
+    """A variant in the catalog: spec, engine artifact, accuracy, profiles, gate status.
+
+    ``status`` is set by the build's accuracy and dominance gate (`build.gate`):
+    *rejected* engines lost more top-1 than allowed against their FP32 sibling and are
+    never served; *dominated* ones are slower and no more accurate than another variant
+    on the build device, so the controller never targets them (an operator may still pin
+    one). Catalogs written before the gate load as servable.
+    """
 
     id: str
     spec: dict[str, Any]
@@ -149,6 +161,11 @@ class Variant(_Model):
     calibration: Calibration | None = None  # INT8 engines only
     # device -> power mode -> profile
     profiles: dict[str, dict[str, Profile]] = Field(default_factory=dict)
+    status: VariantStatus = "servable"
+    status_reason: str | None = None  # why it is rejected or dominated
+    # FP32 sibling's top-1 minus this engine's (a fraction); None for FP32, no sibling or
+    # no accuracy
+    precision_drop: float | None = None
 
     @model_validator(mode="after")
     def _spec_matches_id(self) -> Variant:
@@ -167,6 +184,18 @@ class Variant(_Model):
     @property
     def precision(self) -> str:
         return str(self.spec["precision"])
+
+    @property
+    def servable(self) -> bool:
+        """True unless the gate rejected it or found it dominated."""
+        return self.status == "servable"
+
+    def top1_on(self, device: str) -> float | None:
+        """Top-1 on ``device``: measured there (a TensorRT profile's), else the catalog's."""
+        for profile in self.profiles.get(device, {}).values():
+            if profile.accuracy is not None:
+                return profile.accuracy
+        return self.accuracy.top1 if self.accuracy is not None else None
 
     def profile_for(self, device: str, power_mode: str) -> Profile | None:
         """The profile on ``device`` in ``power_mode``, else on ``device``, else any."""
@@ -218,6 +247,20 @@ class Catalog(_Model):
             f"variant {variant_id!r} is not in family {self.family!r}; "
             f"known: {[v.id for v in self.variants]}"
         )
+
+    def pinnable(self, variant_id: str) -> Variant:
+        """The variant an operator or a request may pin: NotFoundError for an unknown id,
+        RejectedVariantError (409) for one the accuracy gate rejected. A dominated variant
+        may be pinned: it is valid, just never the controller's own choice."""
+        variant = self.variant(variant_id)
+        if variant.status == "rejected":
+            others = [v.id for v in self.variants if v.status != "rejected"]
+            raise RejectedVariantError(
+                f"variant {variant_id!r} is rejected and cannot be served: "
+                f"{variant.status_reason or 'rejected by the build gate'}; pin one of "
+                f"{others}, or rebuild with a larger --max-precision-drop"
+            )
+        return variant
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:

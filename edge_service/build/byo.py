@@ -35,7 +35,7 @@ from edge_service.build.calibration import (
 from edge_service.data.pipeline import Color, Preprocess, Resize
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
-from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
 from edge_service.profile.latency import latency_profile
 from edge_service.repository import (
     Calibration,
@@ -265,5 +265,5 @@ def _variant(
         backend="onnxruntime",
         artifact=make_artifact(req.family_dir, path),
         calibration=calib,
-        profiles={device_name(): {DEFAULT_POWER_MODE: profile}},
+        profiles={device_id(): {DEFAULT_POWER_MODE: profile}},
     )

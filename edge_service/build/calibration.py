@@ -9,6 +9,10 @@ INT8 weights per channel, and one of two activation schemes:
 - ``u8``: asymmetric unsigned activations, which ONNX Runtime's x86 kernels run
   20-27% faster than ``s8`` (U8S8 integer dot products; measured on this repo's
   networks, bench/RESULTS.md), so an ONNX-Runtime-only build defaults to it.
+
+``reduce_range`` quantizes the weights to 7 bits ([-64, 64]) for x86 CPUs without VNNI,
+whose ``vpmaddubsw`` sums pairs of u8 x s8 products in saturating int16;
+:func:`edge_service.build.int8_scheme.choose_int8_scheme` decides both from the device.
 """
 
 from __future__ import annotations
@@ -90,10 +94,16 @@ def activation_scheme(asked: str | None, tensorrt: str | None) -> str:
 
 
 def calibration_cache_path(
-    cache_dir: Path, fp32: Path, data_hash: str, method: str, activations: str = "s8"
+    cache_dir: Path,
+    fp32: Path,
+    data_hash: str,
+    method: str,
+    activations: str = "s8",
+    reduce_range: bool = False,
 ) -> Path:
     """Where the tensor ranges of (model, calibration data, method, scheme) are cached."""
     scheme = "" if activations == "s8" else f"-{activations}"  # s8 keeps its old names
+    scheme += "-rr" if reduce_range else ""  # full-range weights keep theirs too
     name = f"{sha256_file(fp32)[:16]}-{data_hash[:16]}-{method}{scheme}-{CACHE_TAG}.json"
     return cache_dir / name
 
@@ -106,14 +116,16 @@ def quantize_int8(
     method: str = "minmax",
     cache_dir: Path | None = None,
     activations: str = "s8",
+    reduce_range: bool = False,
 ) -> Path:
     """Static INT8 Q/DQ quantization of ``fp32`` calibrated on ``files``.
 
     ``method`` is ``minmax``, ``entropy`` (KL divergence) or ``percentile``
     (99.999th); ``activations`` is ``s8`` (symmetric, TensorRT's form) or ``u8``
-    (asymmetric, faster on ONNX Runtime x86). With ``cache_dir`` the tensor ranges are
-    cached under a key of model hash + calibration data hash + method + scheme, and a
-    later build with the same four reads them instead of running calibration again.
+    (asymmetric, faster on ONNX Runtime x86); ``reduce_range`` gives the weights 7 bits
+    (x86 without VNNI). With ``cache_dir`` the tensor ranges are cached under a key of
+    model hash + calibration data hash + method + scheme (activations and reduce_range),
+    and a later build with the same key reads them instead of running calibration again.
     """
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -132,7 +144,7 @@ def quantize_int8(
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         cache = calibration_cache_path(
-            cache_dir, fp32, calibration_hash(files), method, activations
+            cache_dir, fp32, calibration_hash(files), method, activations, reduce_range
         )
     def write(tmp: Path) -> None:
         prepped = tmp.with_suffix(".pre.onnx")
@@ -141,7 +153,10 @@ def quantize_int8(
             quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
             if not ranges.exists():
                 _calibrate(prepped, files, spec, ort_method, ranges, symmetric)
-            _qdq(prepped, tmp, None, ort_method, symmetric, calibration_cache_path=ranges)
+            _qdq(
+                prepped, tmp, None, ort_method, symmetric, reduce_range,
+                calibration_cache_path=ranges,
+            )
         finally:
             prepped.unlink(missing_ok=True)
             if ranges != cache:
@@ -158,7 +173,11 @@ def quantize_int8(
 
 
 def quantize_feeds(
-    fp32: Path, out: Path, feeds: Sequence[dict[str, np.ndarray]], activations: str = "u8"
+    fp32: Path,
+    out: Path,
+    feeds: Sequence[dict[str, np.ndarray]],
+    activations: str = "u8",
+    reduce_range: bool = False,
 ) -> Path:
     """Min-max static INT8 Q/DQ of ``fp32`` calibrated on ready-made ``feeds``.
 
@@ -176,7 +195,8 @@ def quantize_feeds(
         prepped = tmp.with_suffix(".pre.onnx")
         try:
             quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
-            _qdq(prepped, tmp, _Reader(iter(feeds)), CalibrationMethod.MinMax, symmetric)
+            reader = _Reader(iter(feeds))
+            _qdq(prepped, tmp, reader, CalibrationMethod.MinMax, symmetric, reduce_range)
         finally:
             prepped.unlink(missing_ok=True)
 
@@ -189,10 +209,17 @@ def quantize_feeds(
 
 
 def _qdq(
-    prepped: Path, out: Path, reader: _Reader | None, method: Any, symmetric: bool, **more: Any
+    prepped: Path,
+    out: Path,
+    reader: _Reader | None,
+    method: Any,
+    symmetric: bool,
+    reduce_range: bool = False,
+    **more: Any,
 ) -> None:
     """ONNX Runtime's static Q/DQ with this module's fixed choices: INT8 weights per
-    channel, symmetric; activations s8 symmetric or u8 asymmetric."""
+    channel, symmetric, 7-bit with ``reduce_range``; activations s8 symmetric or u8
+    asymmetric (``reduce_range`` leaves activations at 8 bits)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     quantize_static(
@@ -203,6 +230,7 @@ def _qdq(
         per_channel=True,
         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
+        reduce_range=reduce_range,
         calibrate_method=method,
         extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         **more,

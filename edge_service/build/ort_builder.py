@@ -13,9 +13,9 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
@@ -23,34 +23,37 @@ import edge_service
 from edge_service.build.calibration import (
     CACHE_TAG,
     METHODS,
-    activation_scheme,
     calibration_hash,
     calibration_images,
     quantize_int8,
 )
-from edge_service.data.fashion import LABELS, Split
+from edge_service.build.int8_scheme import Int8Scheme, choose_int8_scheme
+from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec
-from edge_service.errors import BuildError, CatalogError
+from edge_service.device import Fingerprint
+from edge_service.device import current as current_device
+from edge_service.errors import CatalogError
 from edge_service.fsutil import sha256_file
-from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.profile.accuracy import engine_accuracy
 from edge_service.profile.latency import latency_profile
 from edge_service.repository import (
     Accuracy,
     Calibration,
-    Catalog,
-    InputInfo,
     Variant,
     load_catalog,
     make_artifact,
-    save_catalog,
     verified_artifact_path,
 )
 from edge_service.runtime.ort_engine import OrtEngine
-from edge_service.variants import IDENTITY, VariantSpec
+from edge_service.variants import VariantSpec
+
+if TYPE_CHECKING:
+    from edge_service.buildstate import BuildProgress
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
+OnProgress = Callable[["BuildProgress"], None]
 
 
 @dataclass(frozen=True)
@@ -72,12 +75,37 @@ class BuildRequest:
     selection_split: Split | None = None  # where calibration methods are compared
     calibration_cache: Path | None = None  # tensor ranges keyed by model + data + method
     tensorrt: str | None = None  # the TensorRT target to add engines for (None: ORT only)
-    int8_activations: str | None = None  # "s8" | "u8"; None: s8 with TensorRT, else u8
+    int8_activations: str | None = None  # "s8" | "u8" override; None: chosen for the device
+    front: str = "device"  # "device": fit the front here; "shipped": the one evolve kept
+    first_only: bool = False  # stop after the first servable engine (base FP32)
+    max_precision_drop: float = 0.01  # reduced precision further below FP32 is rejected
+    max_kept: int = 12  # paths the on-device front keeps
+    max_loss: float = 0.03  # ... predicted within this of the base's accuracy
+    fit_runs: int = 200  # timing runs per branch in the on-device search
+    fingerprint: Fingerprint = field(default_factory=current_device)
+
+    @property
+    def int8_scheme(self) -> Int8Scheme:
+        """The INT8 scheme for this device and backend (the override wins)."""
+        return choose_int8_scheme(self.fingerprint, bool(self.tensorrt), self.int8_activations)
 
     @property
     def activations(self) -> str:
-        """The INT8 activation scheme this build uses (see :func:`activation_scheme`)."""
-        return activation_scheme(self.int8_activations, self.tensorrt)
+        """The INT8 activation scheme this build uses."""
+        return self.int8_scheme.activations
+
+    @property
+    def device_id(self) -> str:
+        """The device the profiles are measured on (what they are keyed by)."""
+        return self.fingerprint.id
+
+    @property
+    def device(self) -> dict[str, Any]:
+        return {
+            "id": self.fingerprint.id,
+            "name": self.fingerprint.name,
+            **self.fingerprint.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,13 @@ def build_key(req: BuildRequest) -> str:
         "selection_examples": len(req.selection_split) if req.selection_split else 0,
         "tensorrt": req.tensorrt,
         "int8_activations": req.activations,
+        "int8_reduce_range": req.int8_scheme.reduce_range,
+        "device": req.device_id,
+        "front": req.front,
+        "max_precision_drop": req.max_precision_drop,
+        "max_kept": req.max_kept,
+        "max_loss": req.max_loss,
+        "fit_runs": req.fit_runs,
         "calibration": calibration_hash(calibration_images(req.calibration_dir)),
         "precisions": sorted(req.precisions),
         "opset": OPSET,
@@ -116,98 +151,31 @@ def build_key(req: BuildRequest) -> str:
 
 
 def is_current(family_dir: Path, key: str) -> bool:
-    """True when the catalog was built under ``key`` and every artifact verifies."""
+    """True when the catalog was built, completely, under ``key`` and every artifact
+    verifies."""
     try:
         catalog = load_catalog(family_dir)
         for variant in catalog.variants:
             verified_artifact_path(family_dir, variant.artifact)
     except CatalogError:
         return False
-    return catalog.build.get("key") == key
+    return catalog.build.get("key") == key and bool(catalog.build.get("complete", True))
 
 
-def _networks(req: BuildRequest) -> tuple[InputSpec, list[tuple[VariantSpec, Any]], dict[str, Any]]:
-    """The networks to build: the evolved kept variants if present, else the base model."""
-    from edge_service.evolve.train import load_weights
-
-    if req.evolved is not None and req.evolved.is_file():
-        from edge_service.evolve.supernet import load_supernet
-
-        net, spec, kept, meta = load_supernet(req.evolved)
-        # a network kept at two precisions is built once (at every requested precision)
-        networks = {s.family_key: s.with_precision("fp32") for s in kept}
-        nets: list[tuple[VariantSpec, Any]] = [(s, net.extract(s)) for s in networks.values()]
-        meta = {k: meta[k] for k in ("base_sha256", "distill_s", "finetune_s") if k in meta}
-        source = req.evolved.name
-    else:
-        model, spec, meta = load_weights(req.weights)
-        base = VariantSpec(
-            (IDENTITY,) * len(model.stages), "fp32", spec.size, spec.size, req.weights.name
-        )
-        nets, source = [(base, model)], req.weights.name
-    if req.only:
-        nets = [(s, m) for s, m in nets if s.family_key in req.only]
-        if not nets:
-            raise BuildError(f"none of {sorted(req.only)} is among the networks of {source}")
-    return spec, nets, {"source": source, **meta}
-
-
-def build_family(req: BuildRequest, progress: Progress = log.info) -> BuildReport:
-    """Export, quantize, measure and catalogue every network's engines."""
-    from edge_service.build.export import export_onnx
+def build_family(
+    req: BuildRequest, progress: Progress = log.info, on_progress: OnProgress | None = None
+) -> BuildReport:
+    """Export, quantize, measure, gate and catalogue every network's engines, in stages
+    that each land in the catalog (see :mod:`edge_service.build.staged`); nothing when
+    the catalog is complete and current, only the damaged files when some fail."""
+    from edge_service.build.staged import build_staged
 
     key = build_key(req)
     if not req.force:
         repaired = _up_to_date_or_repaired(req, key, progress)
         if repaired is not None:
             return repaired
-    spec, nets, meta = _networks(req)
-    files = calibration_images(req.calibration_dir) if "int8" in req.precisions else []
-    variants = []
-    for i, (vspec, module) in enumerate(nets, 1):
-        out_dir = req.family_dir / vspec.family_key
-        vin = InputSpec(spec.name, vspec.input_size, spec.mean, spec.std)
-        progress(f"[{i}/{len(nets)}] {vspec.family_key}: export, calibrate, measure")
-        paths = {"fp32": export_onnx(module, out_dir / "fp32.onnx", vspec.input_size)}
-        if "int8" in req.precisions:
-            paths["int8"], calib = choose_int8(req, paths["fp32"], out_dir, files, vin)
-            drops = ", ".join(f"{k} {v * 100:+.2f}" for k, v in calib.drop_by_method.items())
-            progress(f"  int8 calibration: {calib.method} (top-1 drops, pts: {drops})")
-        variants += [
-            _measure(
-                req,
-                vspec.with_precision(p),
-                paths[p],
-                vin,
-                progress,
-                calib if p == "int8" else None,
-            )
-            for p in req.precisions
-        ]
-    catalog = Catalog(
-        schema_version=1,
-        family=req.family_dir.name,
-        task="classification",
-        labels=list(LABELS),
-        input=InputInfo(
-            name=spec.name, shape=["batch", 1, spec.size, spec.size], mean=spec.mean, std=spec.std
-        ),
-        variants=variants,
-        build={
-            "key": key,
-            "networks": meta,
-            "onnxruntime": ort.__version__,
-            "edge_service": edge_service.__version__,
-        },
-    )
-    if req.tensorrt:
-        from edge_service.build.trt_family import build_tensorrt
-
-        catalog = build_tensorrt(catalog, req.family_dir, progress, test_split=req.test_split)
-    path = save_catalog(req.family_dir, catalog)
-    progress(f"wrote {path} with {len(catalog.variants)} variants")
-    accuracy = {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
-    return BuildReport(path, tuple(v.id for v in catalog.variants), False, accuracy)
+    return build_staged(req, progress, on_progress)
 
 
 def _up_to_date_or_repaired(req: BuildRequest, key: str, progress: Progress) -> BuildReport | None:
@@ -250,6 +218,7 @@ def choose_int8(
             method,
             req.calibration_cache,
             req.activations,
+            reduce_range=req.int8_scheme.reduce_range,
         )
         drops[method] = base - _top1(path, "int8", sel, spec) if base else 0.0
     best = min(req.calibration_methods, key=lambda m: drops[m])
@@ -263,6 +232,8 @@ def choose_int8(
         examples=len(sel) if sel is not None and base else 0,
         data_sha256=calibration_hash(files),
         activations=req.activations,  # type: ignore[arg-type]
+        reduce_range=req.int8_scheme.reduce_range,
+        scheme_reason=req.int8_scheme.reason,
     )
     return chosen, calib
 
@@ -298,5 +269,5 @@ def _measure(
         artifact=make_artifact(req.family_dir, path),
         accuracy=Accuracy(top1=top1, examples=len(req.test_split), split="test"),
         calibration=calibration,
-        profiles={device_name(): {DEFAULT_POWER_MODE: profile}},
+        profiles={req.device_id: {DEFAULT_POWER_MODE: profile}},
     )

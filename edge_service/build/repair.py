@@ -28,7 +28,6 @@ from edge_service.build.ort_builder import (
     BuildRequest,
     Progress,
     _measure,
-    _networks,
 )
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import CatalogError
@@ -52,8 +51,8 @@ def stale_variants(family_dir: Path, key: str) -> tuple[Catalog, list[Variant]] 
         catalog = load_catalog(family_dir)
     except CatalogError:
         return None
-    if catalog.build.get("key") != key:
-        return None
+    if catalog.build.get("key") != key or not catalog.build.get("complete", True):
+        return None  # another build's, or an unfinished one (the staged build resumes it)
     stale = []
     for variant in catalog.variants:
         try:
@@ -71,13 +70,17 @@ def repair_family(
     not an ONNX Runtime FP32/INT8 artifact this module can rebuild alone."""
     if not all(_rebuildable(v) for v in stale):
         return None
-    input_spec, nets, _ = _networks(req)
-    modules = {spec.family_key: module for spec, module in nets}
+    from edge_service.build.staged import load_source
+
+    src = load_source(req)
+    input_spec = src.input
     ids = {v.id for v in catalog.variants}
+    modules = {}
     for v in stale:
-        fp32 = v.variant_spec.with_precision("fp32").id  # an INT8 file is made from it
-        if v.variant_spec.family_key not in modules or fp32 not in ids:
+        fp32 = v.variant_spec.with_precision("fp32")  # an INT8 file is made from it
+        if fp32.id not in ids:
             return None
+        modules[v.variant_spec.family_key] = src.extract(fp32)
     replaced: dict[str, Variant] = {}
     for variant in sorted(stale, key=lambda v: v.precision != "fp32"):  # INT8 reads FP32
         progress(f"{variant.id}: {variant.artifact.path} fails its checksum; rebuilding it")
@@ -94,7 +97,11 @@ def repair_family(
         replaced[variant.id] = _measure(
             req, variant.variant_spec, path, vin, progress, variant.calibration
         )
-    variants = [replaced.get(v.id, v) for v in catalog.variants]
+    from edge_service.build.gate import apply_gate
+
+    variants = apply_gate(
+        [replaced.get(v.id, v) for v in catalog.variants], req.device_id, req.max_precision_drop
+    )
     path = save_catalog(req.family_dir, catalog.model_copy(update={"variants": variants}))
     progress(f"wrote {path}: rebuilt {len(stale)} artifact(s), kept the other variants")
     accuracy = {v.id: v.accuracy.top1 for v in variants if v.accuracy}
@@ -129,4 +136,5 @@ def _rebuild(
         calib.method,
         req.calibration_cache,
         calib.activations,
+        reduce_range=calib.reduce_range,
     )

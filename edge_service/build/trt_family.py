@@ -120,7 +120,7 @@ def _variant(
     catalog: Catalog,
     test_split: Split | None,
 ) -> Variant:
-    from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+    from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
     from edge_service.profile.accuracy import engine_accuracy
     from edge_service.profile.latency import latency_profile
     from edge_service.runtime.trt_engine import TrtEngine
@@ -139,5 +139,5 @@ def _variant(
         artifact=make_artifact(family_dir, engine),
         accuracy=accuracy,
         calibration=job.source.calibration if job.precision == "int8" else None,
-        profiles={device_name(): {DEFAULT_POWER_MODE: profile}},
+        profiles={device_id(): {DEFAULT_POWER_MODE: profile}},
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 
+from edge_service.buildstate import BuildProgress
 from edge_service.cli._common import (
     DEFAULT_WEIGHTS,
     EnginesOpt,
@@ -117,6 +120,32 @@ def build(
             "faster on ONNX Runtime x86), auto (s8 with TensorRT, else u8)"
         ),
     ] = "auto",
+    front: Annotated[
+        str,
+        typer.Option(
+            help="device: time the branches here and fit the front to this device; "
+            "shipped: the front evolve kept where it ran"
+        ),
+    ] = "device",
+    first_only: Annotated[
+        bool,
+        typer.Option(
+            "--first-only",
+            help="build the first servable engine (base FP32) and stop; a later build "
+            "resumes from it",
+        ),
+    ] = False,
+    max_precision_drop: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="points of top-1 a reduced-precision engine may lose against its FP32 "
+            "sibling; further below, it is rejected (kept in the catalog, never served)",
+        ),
+    ] = 1.0,
+    fit_runs: Annotated[
+        int, typer.Option(min=1, help="timed calls per branch in the on-device search")
+    ] = 200,
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -149,6 +178,8 @@ def build(
                 "only): use s8 or auto, or --backend onnxruntime"
             )
         acts = None if int8_activations == "auto" else int8_activations
+        if front not in ("device", "shipped"):
+            raise BuildError(f"--front {front!r}: use device or shipped")
         settings = settings_from(family=family, engines_dir=engines_dir)
         if from_onnx:
             path = _build_onnx_family(
@@ -181,6 +212,7 @@ def build(
                 trt,
                 force,
                 acts,
+                Staging(front, first_only, max_precision_drop / 100, fit_runs, as_json),
             )
     except EdgeServiceError as exc:
         raise fail(exc) from exc
@@ -189,6 +221,8 @@ def build(
         if payload.get("up_to_date")
         else f"built {payload['catalog']}"
     )
+    for vid, why in dict(payload.get("not_served") or {}).items():  # type: ignore[call-overload]
+        human += f"\n  {why['status']}: {vid}: {why['reason']}"
     emit(payload, as_json, human)
 
 
@@ -204,8 +238,11 @@ def _build_default(
     trt: str | None,
     force: bool,
     int8_activations: str | None = None,
+    staging: Staging | None = None,
 ) -> dict[str, object]:
     from edge_service.build.ort_builder import BuildRequest, build_family
+
+    staging = staging or Staging()
     from edge_service.data.fashion import load_split, selection_split
 
     if not weights.is_file():
@@ -227,14 +264,67 @@ def _build_default(
         calibration_cache=settings.calibration_cache,
         tensorrt=trt,
         int8_activations=int8_activations,
+        front=staging.front,
+        first_only=staging.first_only,
+        max_precision_drop=staging.max_precision_drop,
+        fit_runs=staging.fit_runs,
     )
-    with exclusive_build(settings.family_dir):
-        report = build_family(req, progress=lambda msg: log.info(msg))
+    with exclusive_build(settings.family_dir), progress_bar(staging.quiet) as bar:
+        report = build_family(req, progress=lambda msg: log.info(msg), on_progress=bar)
     return {
         "catalog": str(report.catalog),
         "built": list(report.built),
         "up_to_date": report.up_to_date,
         "accuracy": report.accuracy,
+        **_gate_report(report.catalog),
+    }
+
+
+@dataclass(frozen=True)
+class Staging:
+    """How the default family's build is staged and gated."""
+
+    front: str = "device"
+    first_only: bool = False
+    max_precision_drop: float = 0.01  # fraction
+    fit_runs: int = 200
+    quiet: bool = False  # no progress bar (--json)
+
+
+@contextmanager
+def progress_bar(quiet: bool) -> Iterator[Callable[[BuildProgress], None] | None]:
+    """A progress bar on stderr over the build's stages (none under --json or off a
+    terminal: the log lines say the same)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr) as bar:
+
+        def update(state: BuildProgress) -> None:
+            bar.set_description(f"{state.stage} {state.current or ''}".strip())
+            bar.n = int(state.fraction * 100)
+            bar.refresh()
+
+        yield update
+
+
+def _gate_report(catalog: Path) -> dict[str, object]:
+    """What the build leaves out of serving, for the report."""
+    from edge_service.repository import load_catalog
+
+    try:
+        variants = load_catalog(catalog.parent).variants
+    except EdgeServiceError:
+        return {}
+    return {
+        "not_served": {
+            v.id: {"status": v.status, "reason": v.status_reason}
+            for v in variants
+            if v.status != "servable"
+        },
+        "servable": [v.id for v in variants if v.status == "servable"],
     }
 
 

@@ -18,11 +18,12 @@ from edge_service.cli._common import (
     app,
     emit,
     fail,
+    log,
     settings_from,
     setup_logging,
 )
 from edge_service.config import NOT_IN_FILE, SECRET_FIELDS, Settings
-from edge_service.errors import ConfigError, EdgeServiceError
+from edge_service.errors import BuildError, ConfigError, EdgeServiceError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -54,13 +55,26 @@ def serve(
     as_json: Annotated[
         bool, typer.Option("--json", help="with --print-config: JSON instead of TOML")
     ] = False,
+    build: Annotated[
+        bool | None,
+        typer.Option(
+            "--build/--no-build",
+            help="build what is missing (EDGE_BACKGROUND_BUILD): the first engine before "
+            "serving, the device's front and power-mode profiles in the background",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Serve the family over HTTP (needs its engines: edge-service build)."""
+    """Serve the family over HTTP (needs its engines: edge-service build, or --build)."""
     setup_logging(verbose)
     try:
         settings = _serve_settings(
-            host=host, port=port, family=family, engines_dir=engines_dir, config_file=config
+            host=host,
+            port=port,
+            family=family,
+            engines_dir=engines_dir,
+            config_file=config,
+            background_build=build,
         )
         if print_config:
             masked = settings.masked()
@@ -71,11 +85,32 @@ def serve(
         from edge_service.server.app import create_app
         from edge_service.server.runner import run
 
+        if settings.background_build:
+            first_engine(settings)
         load_catalog(settings.family_dir)  # fail fast, before binding the port
         open_source(settings.monitor_source, settings.monitor_trace).close()
     except EdgeServiceError as exc:
         raise fail(exc) from exc
     run(create_app(settings), settings, access_log=verbose)
+
+
+def first_engine(settings: Settings) -> None:
+    """``edge-service build --first-only`` in a child process (the server never imports
+    torch): nothing when the family is built, else its first servable engine."""
+    import subprocess
+
+    cmd = [
+        sys.executable, "-m", "edge_service", "build", "--first-only",
+        "--family", settings.family, "--engines-dir", str(settings.engines_dir),
+    ]  # fmt: skip
+    log.info("building the first engine if missing: %s", " ".join(cmd[2:]))
+    code = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False).returncode
+    if code != 0:
+        raise BuildError(
+            f"the first engine could not be built (edge-service build exited {code}; "
+            "its message is above): fix that, or serve a family you built with "
+            "edge-service build"
+        )
 
 
 def _serve_settings(**overrides: object) -> Settings:
@@ -235,7 +270,7 @@ def simulate(
     try:
         from edge_service.control.budget import Policy
         from edge_service.control.predictor import Predictor
-        from edge_service.hostinfo import device_name
+        from edge_service.hostinfo import device_id
         from edge_service.monitor.replay import read_trace
         from edge_service.repository import load_catalog
         from edge_service.sim.replay import simulate as run
@@ -251,7 +286,7 @@ def simulate(
             objective=objective,  # type: ignore[arg-type]
             cooldown_s=cooldown,
         )
-        results = run(contexts, Predictor(catalog, device_name()), policy)
+        results = run(contexts, Predictor(catalog, device_id()), policy)
     except EdgeServiceError as exc:
         raise fail(exc) from exc
     payload = {

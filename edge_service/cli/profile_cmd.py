@@ -123,7 +123,7 @@ class _Options:
 
 def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tuple[Catalog, bool]:
     """Profile the family; returns the updated catalog and whether energy is estimated."""
-    from edge_service.hostinfo import device_name
+    from edge_service.hostinfo import device_id
     from edge_service.profile.modes import default_nvpmodel, mode_ids
     from edge_service.profile.profiler import profile_family, profiling_meter
     from edge_service.repository import load_catalog
@@ -143,7 +143,7 @@ def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tupl
         result = profile_family(
             catalog,
             settings.family_dir,
-            device=device_name(),
+            device=device_id(),
             modes=ids,
             batches=sizes,
             runs=opts.runs,
@@ -189,9 +189,9 @@ def _progress_bar(total: int) -> Iterator[Callable[[str], None]]:
 
 
 def _rows(catalog: Catalog, events: list[ProfileEvent]) -> list[dict[str, Any]]:
-    from edge_service.hostinfo import device_name
+    from edge_service.hostinfo import device_id
 
-    device = device_name()
+    device = device_id()
     rows = []
     for event in events:
         prof = catalog.variant(event.variant_id).profiles.get(device, {}).get(event.mode)

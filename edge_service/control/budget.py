@@ -4,7 +4,8 @@ The rules, in order:
 
 1. **Pins.** An operator pin for the Context's power mode (``default`` when the source
    reports none), else a pin for every mode (``"*"``), wins, whatever it costs. A pin
-   naming no known variant is ignored, and the reason says so.
+   naming no variant among the estimates (unknown, or rejected by the build's gate, which
+   the predictor never estimates for choosing) is ignored, and the reason says so.
 2. **Feasibility.** An estimate is feasible when its p99 is within the latency budget, its
    memory within the memory budget and the memory available (plus its own, for the engine
    already loaded), its power within the maximum, and its accuracy at least the minimum.
@@ -181,7 +182,12 @@ def choose(
     pin = policy.pins.get(mode, policy.pins.get(ANY_MODE))
     if pin in by_id:
         return _pinned(by_id[pin], mode, broken, state, now_broken)
-    note = f"pin {pin!r} for power mode {mode!r} is not a known variant, ignored; " if pin else ""
+    note = (
+        f"pin {pin!r} for power mode {mode!r} is not a known variant (or the build's gate "
+        "rejected it), ignored; "
+        if pin
+        else ""
+    )
     feasible = [e for e in estimates if not broken[e.variant_id]]
     if not feasible:
         pick = fastest(estimates)

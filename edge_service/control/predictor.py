@@ -40,6 +40,10 @@ Energy is the profile's energy (or, without one, its mean power x latency) scale
 predicted / measured latency ratio: constant power, so energy follows time. Memory, power
 and accuracy are taken from the profile and the catalog unscaled. A variant with no profile
 for the requested batch size anywhere is "unmeasured": infinite latency, unknown rest.
+
+Only the controller's *targets* are estimated for choosing (`Predictor.estimates`): the
+variants the build's gate left servable (`controller_targets`). Rejected and dominated
+ones never become the controller's choice; an operator's pin may add a dominated one.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from edge_service.errors import ConfigError
@@ -124,6 +128,7 @@ class Predictor:
                 f"got {alpha}; 0.2 is a good default"
             )
         self._catalog, self._device, self._alpha = catalog, device, alpha
+        self._targets = frozenset(v.id for v in controller_targets(catalog, device))
         self._corrections: dict[str, float] = {}
         self._stalls: dict[str, deque[float]] = {}  # observed minus corrected p50, per processor
         self._tail: dict[str, float] = {}  # cached STALL_QUANTILE of _stalls
@@ -133,6 +138,11 @@ class Predictor:
     def device(self) -> str:
         """The device name profiles are looked up under."""
         return self._device
+
+    @property
+    def targets(self) -> frozenset[str]:
+        """Ids of the variants the controller may choose (`controller_targets`)."""
+        return self._targets
 
     def estimate(self, variant_id: str, ctx: Context, batch: int = 1) -> Estimate:
         """Predict ``variant_id`` in ``ctx`` at ``batch``; NotFoundError for an unknown id."""
@@ -161,9 +171,18 @@ class Predictor:
             correction=correction,
         )
 
-    def estimates(self, ctx: Context, batch: int = 1) -> list[Estimate]:
-        """`estimate` for every variant of the catalog, in catalog order."""
-        return [self.estimate(v.id, ctx, batch) for v in self._catalog.variants]
+    def estimates(
+        self, ctx: Context, batch: int = 1, *, also: Collection[str] = ()
+    ) -> list[Estimate]:
+        """`estimate` for every controller target (`controller_targets`), plus the
+        variants named in ``also`` (operator pins) unless rejected, in catalog order;
+        unknown ids in ``also`` are skipped (the policy reports an unknown pin)."""
+        wanted = [
+            v.id
+            for v in self._catalog.variants
+            if v.id in self._targets or (v.id in also and v.status != "rejected")
+        ]
+        return [self.estimate(vid, ctx, batch) for vid in wanted]
 
     def observe(self, variant_id: str, observed_ms: float, predicted_ms: float) -> None:
         """Fold one observation into ``variant_id``'s correction.
@@ -246,10 +265,34 @@ class Predictor:
 def device_accuracy(variant: Variant, device: str) -> float | None:
     """The variant's top-1 on ``device``: measured there (a TensorRT profile's), else the
     catalog's."""
-    on_device = [p.accuracy for p in variant.profiles.get(device, {}).values() if p.accuracy]
-    if on_device:
-        return on_device[0]
-    return variant.accuracy.top1 if variant.accuracy is not None else None
+    return variant.top1_on(device)
+
+
+def controller_targets(catalog: Catalog, device: str) -> list[Variant]:
+    """The variants the controller may choose, in catalog order: the servable ones.
+
+    Should a catalog have none (every variant rejected or dominated, which the gate never
+    leaves: FP32 engines are never rejected and some variant is always undominated), the
+    fastest on ``device`` is the one target, so the server still serves.
+    """
+    servable = [v for v in catalog.variants if v.servable]
+    if servable:
+        return servable
+    fallback = min(catalog.variants, key=lambda v: (_batch1_ms(v, device), v.id))
+    log.warning(
+        "no variant of %s is servable on %s (all rejected or dominated); serving the "
+        "fastest, %s: rebuild with `edge-service build`",
+        catalog.family,
+        device,
+        fallback.id,
+    )
+    return [fallback]
+
+
+def _batch1_ms(variant: Variant, device: str) -> float:
+    profile = variant.profile_for(device, DEFAULT_POWER_MODE)
+    ms = profile.latency_ms(1) if profile is not None else None
+    return ms if ms is not None else math.inf
 
 
 def is_gpu_backend(variant: Variant, profile: Profile) -> bool:

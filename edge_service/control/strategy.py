@@ -126,7 +126,8 @@ class BudgetStrategy:
         last_change_t: float | None,
         exclude: frozenset[str] = frozenset(),
     ) -> Decision:
-        estimates = self._predictor.estimates(ctx)
+        # the gate's targets, plus what the operator pinned (a dominated variant may be)
+        estimates = self._predictor.estimates(ctx, also=frozenset(self._policy.pins.values()))
         with self._lock:
             self._last = {e.variant_id: e for e in estimates}
         usable = [e for e in estimates if e.variant_id not in exclude] or estimates

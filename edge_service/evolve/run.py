@@ -7,7 +7,6 @@ variant specs; ``edge-service build`` turns every kept variant into engines.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,18 +19,18 @@ import numpy as np
 from edge_service.build.export import INPUT_NAME
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec, preprocess
+from edge_service.device import current as current_device
 from edge_service.evolve.distill import EvolveConfig, Progress, evolve_training
 from edge_service.evolve.search import (
     BranchProfiles,
+    Int8Choice,
     Prediction,
     accuracy,
     accuracy_drops,
     at_size,
+    device_tables,
     export_at,
-    latency_profiles,
-    pareto_front,
-    predict,
-    thin,
+    select_front,
 )
 from edge_service.evolve.supernet import MultiBranchNet, save_supernet
 from edge_service.evolve.train import load_weights
@@ -39,7 +38,6 @@ from edge_service.fsutil import sha256_file
 from edge_service.profile.accuracy import engine_accuracy
 from edge_service.profile.latency import measure_latency
 from edge_service.runtime.ort_engine import OrtEngine
-from edge_service.variants import IDENTITY
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +58,7 @@ class EvolveRequest:
     profile_runs: int = 200
     precisions: tuple[str, ...] = ("fp32", "int8")  # searched jointly: the front mixes them
     calibration_size: int = 256  # training images the kept INT8 paths are calibrated on
+    int8: Int8Choice = ("u8", False)  # the INT8 scheme (activations, reduce_range) probed
 
 
 @dataclass(frozen=True)
@@ -105,29 +104,6 @@ def split_train_val(train: Split, val_size: int, limit: int, seed: int) -> tuple
     return (rest.subset(limit, seed) if limit else rest), val
 
 
-def _keep_base(
-    kept: list[Prediction], preds: list[Prediction], native: int, max_kept: int = 12
-) -> list[Prediction]:
-    """The kept set always holds the unchanged network at native resolution.
-
-    At its fastest precision (both precisions predict the same accuracy). Added to a full
-    set, it takes the place of the interior point nearest another in log latency, so the
-    ends of the front and the spread of the rest stay.
-    """
-    bases = [p for p in preds if set(p.spec.stages) == {IDENTITY} and p.spec.input_size == native]
-    base = min(bases, key=lambda p: p.latency_ms)
-    if any(p.spec.family_key == base.spec.family_key for p in kept):
-        return kept
-    out = sorted([*kept, base], key=lambda p: p.latency_ms)
-    while len(out) > max(max_kept, 2):
-        interior = [i for i in range(1, len(out) - 1) if out[i] is not base]
-        if not interior:
-            break
-        gap = {i: math.log(out[i].latency_ms / out[i - 1].latency_ms) for i in interior}
-        out.pop(min(interior, key=lambda i: gap[i]))
-    return out
-
-
 def run_evolve(
     req: EvolveRequest, progress: Progress | None = None, say: Callable[[str], None] = log.info
 ) -> EvolveReport:
@@ -143,17 +119,15 @@ def run_evolve(
     times, history = evolve_training(net, teacher, data, spec, cfg, req.checkpoint, progress)
     started = time.perf_counter()
     say("estimating each branch's accuracy contribution")
-    base_acc, drops, res_drop = accuracy_drops(net, val, spec, cfg.resolutions)
-    tables = {}
-    for precision in req.precisions:
-        say(f"profiling each branch's {precision} latency on ONNX Runtime")
-        tables[precision] = latency_profiles(
-            net, spec.size, req.profile_threads, req.profile_runs, say, precision
-        )
-    profiles = BranchProfiles(tables, base_acc, drops, res_drop, spec.size)
-    preds = [predict(profiles, s) for p in req.precisions for s in net.specs(cfg.resolutions, p)]
-    front = [p for p in pareto_front(preds) if p.accuracy >= base_acc - req.max_loss]
-    kept = _keep_base(thin(front, req.max_kept), preds, spec.size, req.max_kept)
+    branch_acc = accuracy_drops(net, val, spec, cfg.resolutions)
+    base_acc = branch_acc.base
+    tables = device_tables(
+        net, spec.size, req.precisions, req.profile_threads, req.profile_runs, say, req.int8
+    )
+    profiles = BranchProfiles.of(tables, branch_acc, spec.size)
+    specs = [s for p in req.precisions for s in net.specs(cfg.resolutions, p)]
+    sel = select_front(profiles, specs, req.max_loss, req.max_kept)
+    preds, front, kept = sel.predictions, sel.front, sel.kept
     say(f"{len(preds)} combinations, {len(front)} on the predicted front, keeping {len(kept)}")
     calib = data.subset(req.calibration_size, cfg.seed)
     measured = [_measure(net, p, val, calib, spec, req) for p in kept]
@@ -170,6 +144,8 @@ def run_evolve(
         "base_meta": meta,
         "kept": [asdict(k) for k in measured],
         "teacher_val_top1": teacher_acc,
+        "branch_accuracy": branch_acc.to_dict(),  # reused by every device's on-device search
+        "search_device": current_device().to_dict(),
     }
     save_supernet(req.out, net, spec, [p.spec for p in kept], meta_out)
     lat_err = [abs(k.measured_ms - k.predicted_ms) / k.measured_ms for k in measured]
@@ -207,7 +183,9 @@ def _measure(
     )
     with tempfile.TemporaryDirectory() as tmp:
         shape = (1, net.config.in_channels, s.input_size, s.input_size)
-        path = export_at(net.extract(s), shape, Path(tmp), s.precision, feeds, dynamic_batch=True)
+        path = export_at(
+            net.extract(s), shape, Path(tmp), s.precision, feeds, dynamic_batch=True, int8=req.int8
+        )
         with OrtEngine(
             path, variant_id=s.id, precision=s.precision, threads=req.profile_threads
         ) as engine:

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,9 @@ class LatencyTable:
     branch_ms: dict[tuple[int, str], float]
 
 
+Int8Choice = tuple[str, bool]  # (activations "s8" | "u8", reduce_range)
+
+
 @dataclass(frozen=True)
 class BranchProfiles:
     """What the search predicts from (milliseconds per precision, accuracy fractions)."""
@@ -65,12 +69,50 @@ class BranchProfiles:
     resolution_drop: dict[int, float]
     native: int
 
+    @classmethod
+    def of(
+        cls, latency: dict[str, LatencyTable], acc: BranchAccuracy, native: int
+    ) -> BranchProfiles:
+        return cls(latency, acc.base, acc.branch_drop, acc.resolution_drop, native)
+
 
 @dataclass(frozen=True)
 class Prediction:
     spec: VariantSpec
     latency_ms: float
     accuracy: float
+
+
+@dataclass(frozen=True)
+class BranchAccuracy:
+    """What each branch and resolution costs in accuracy, measured once on the weights.
+
+    Device-independent (the FP32 network's top-1 on a held-out validation split), so
+    evolve stores it in the multi-branch weights and every device's search reuses it;
+    only the latency tables are measured on the device.
+    """
+
+    base: float
+    branch_drop: dict[tuple[int, str], float]
+    resolution_drop: dict[int, float]
+    examples: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "base": self.base,
+            "branch_drop": {f"{s}:{b}": d for (s, b), d in sorted(self.branch_drop.items())},
+            "resolution_drop": {str(r): d for r, d in sorted(self.resolution_drop.items())},
+            "examples": self.examples,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BranchAccuracy:
+        drops = {}
+        for key, drop in dict(data["branch_drop"]).items():
+            stage, branch = str(key).split(":", 1)
+            drops[(int(stage), branch)] = float(drop)
+        res = {int(r): float(d) for r, d in dict(data["resolution_drop"]).items()}
+        return cls(float(data["base"]), drops, res, int(data["examples"]))
 
 
 def accuracy(net: nn.Module, split: Split, spec: InputSpec, batch: int = 500) -> float:
@@ -85,7 +127,7 @@ def at_size(spec: InputSpec, size: int) -> InputSpec:
 
 def accuracy_drops(
     net: MultiBranchNet, val: Split, spec: InputSpec, resolutions: Sequence[int]
-) -> tuple[float, dict[tuple[int, str], float], dict[int, float]]:
+) -> BranchAccuracy:
     """Base accuracy, each branch's drop alone, each resolution's drop alone."""
     base_path = (IDENTITY,) * net.num_stages
     net.set_active(base_path)
@@ -105,7 +147,7 @@ def accuracy_drops(
         r: base - accuracy(net, val, at_size(spec, r)) if r != spec.size else 0.0
         for r in resolutions
     }
-    return base, drops, res_drop
+    return BranchAccuracy(base, drops, res_drop, len(val))
 
 
 def probe_feeds(shape: tuple[int, ...], n: int = 8, seed: int = 0) -> list[dict[str, np.ndarray]]:
@@ -121,13 +163,18 @@ def export_at(
     precision: str,
     feeds: Sequence[dict[str, np.ndarray]] | None = None,
     dynamic_batch: bool = False,
+    int8: Int8Choice = ("u8", False),
 ) -> Path:
-    """``module`` as an ONNX file at ``precision`` (INT8: u8 Q/DQ calibrated on ``feeds``)."""
+    """``module`` as an ONNX file at ``precision`` (INT8: Q/DQ in the ``int8`` scheme,
+    (activations, reduce_range), calibrated on ``feeds``)."""
     fp32 = folder / "fp32.onnx"
     export_onnx(module.eval(), fp32, shape[-1], shape[1], dynamic_batch=dynamic_batch)
     if precision == "fp32":
         return fp32
-    return quantize_feeds(fp32, folder / "int8.onnx", feeds or probe_feeds(shape), "u8")
+    acts, reduce_range = int8
+    return quantize_feeds(
+        fp32, folder / "int8.onnx", feeds or probe_feeds(shape), acts, reduce_range=reduce_range
+    )
 
 
 def module_latency_ms(
@@ -136,10 +183,11 @@ def module_latency_ms(
     threads: int,
     runs: int,
     precision: str = "fp32",
+    int8: Int8Choice = ("u8", False),
 ) -> float:
     """p50 batch-1 latency of ``module`` alone at ``precision`` on ONNX Runtime."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_at(module, shape, Path(tmp), precision)
+        path = export_at(module, shape, Path(tmp), precision, int8=int8)
         with OrtEngine(path, variant_id="probe", precision=precision, threads=threads) as eng:
             return measure_latency(eng, 1, warmup=20, runs=runs)["p50_ms"]
 
@@ -164,12 +212,15 @@ def latency_profiles(
     runs: int = 200,
     progress: Callable[[str], None] | None = None,
     precision: str = "fp32",
+    int8: Int8Choice = ("u8", False),
 ) -> LatencyTable:
-    """Per-call overhead, stem, head and every branch's own latency (ms) at ``precision``."""
+    """Per-call overhead, stem, head and every branch's own latency (ms) at ``precision``
+    (INT8 in the ``int8`` scheme: the one the build will use on this device)."""
     shapes = _feature_shapes(net, native)
 
     def own(module: nn.Module, shape: tuple[int, ...]) -> float:
-        return max(module_latency_ms(module, shape, threads, runs, precision) - overhead, 0.0)
+        ms = module_latency_ms(module, shape, threads, runs, precision, int8)
+        return max(ms - overhead, 0.0)
 
     # an empty graph has nothing to quantize: one call's overhead is the same at both
     overhead = module_latency_ms(nn.Identity(), (1, 1, 4, 4), threads, runs)
@@ -181,6 +232,24 @@ def latency_profiles(
             if progress:
                 progress(f"stage {s + 1} branch {b} @{precision}: {branch[(s, b)]:.4f} ms")
     return LatencyTable(overhead, stem, head, branch)
+
+
+def device_tables(
+    net: MultiBranchNet,
+    native: int,
+    precisions: Sequence[str],
+    threads: int = 1,
+    runs: int = 200,
+    progress: Callable[[str], None] | None = None,
+    int8: Int8Choice = ("u8", False),
+) -> dict[str, LatencyTable]:
+    """Every precision's latency table, measured on this device."""
+    tables = {}
+    for precision in precisions:
+        if progress:
+            progress(f"profiling each branch's {precision} latency on ONNX Runtime")
+        tables[precision] = latency_profiles(net, native, threads, runs, progress, precision, int8)
+    return tables
 
 
 def predict(p: BranchProfiles, spec: VariantSpec) -> Prediction:
@@ -214,3 +283,47 @@ def thin(front: Sequence[Prediction], max_kept: int) -> list[Prediction]:
         if best not in kept:
             kept.append(best)
     return sorted(kept, key=lambda q: q.latency_ms)
+
+
+def keep_base(
+    kept: list[Prediction], preds: list[Prediction], native: int, max_kept: int = 12
+) -> list[Prediction]:
+    """The kept set always holds the unchanged network at native resolution.
+
+    At its fastest precision (both precisions predict the same accuracy). Added to a full
+    set, it takes the place of the interior point nearest another in log latency, so the
+    ends of the front and the spread of the rest stay.
+    """
+    bases = [p for p in preds if set(p.spec.stages) == {IDENTITY} and p.spec.input_size == native]
+    base = min(bases, key=lambda p: p.latency_ms)
+    if any(p.spec.family_key == base.spec.family_key for p in kept):
+        return kept
+    out = sorted([*kept, base], key=lambda p: p.latency_ms)
+    while len(out) > max(max_kept, 2):
+        interior = [i for i in range(1, len(out) - 1) if out[i] is not base]
+        if not interior:
+            break
+        gap = {i: math.log(out[i].latency_ms / out[i - 1].latency_ms) for i in interior}
+        out.pop(min(interior, key=lambda i: gap[i]))
+    return out
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One search: every prediction, the front within the allowed loss, the kept set."""
+
+    predictions: list[Prediction]
+    front: list[Prediction]
+    kept: list[Prediction]
+
+
+def select_front(
+    profiles: BranchProfiles, specs: Sequence[VariantSpec], max_loss: float, max_kept: int
+) -> Selection:
+    """Predict every path, keep the Pareto front within ``max_loss`` of the base, thinned
+    to ``max_kept`` with the base always in: evolve's search and the build's on-device
+    search both run this."""
+    preds = [predict(profiles, s) for s in specs]
+    front = [p for p in pareto_front(preds) if p.accuracy >= profiles.base_accuracy - max_loss]
+    kept = keep_base(thin(front, max_kept), preds, profiles.native, max_kept)
+    return Selection(preds, front, kept)

@@ -17,7 +17,7 @@ from edge_service.runtime.postprocess import top_k
 from edge_service.server.deps import InferenceDep, ServiceDep, StreamDep, errors, read_body
 from edge_service.server.inference import (
     FrameJob,
-    check_variant,
+    check_pin,
     decode_frames,
     elapsed_ms,
     observe,
@@ -34,7 +34,7 @@ from edge_service.server.schemas import (
 from edge_service.server.service import Service
 
 router = APIRouter(tags=["inference"], dependencies=[InferenceDep])
-FRAME_ERRORS = errors(400, 401, 404, 413, 415, 503)
+FRAME_ERRORS = errors(400, 401, 404, 409, 413, 415, 503)
 _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 _FORM = {
     "schema": {
@@ -159,7 +159,7 @@ async def infer(
             [parts[0][1]],
             width=width,
             height=height,
-            variant=check_variant(service, variant),
+            variant=check_pin(service, variant),
         )
     except EdgeServiceError as exc:
         service.telemetry.record("v1_infer", "-", exc.code, elapsed_ms(started), stream=stream)
@@ -217,7 +217,7 @@ async def infer_batch(
             [body for _, body in parts],
             width=None,
             height=None,
-            variant=check_variant(service, variant),
+            variant=check_pin(service, variant),
         )
     except EdgeServiceError as exc:
         service.telemetry.record(

@@ -74,6 +74,14 @@ def check_variant(service: Service, variant_id: str | None) -> str | None:
     return variant_id
 
 
+def check_pin(service: Service, variant_id: str | None) -> str | None:
+    """``variant_id`` if a request may be pinned to it: NotFoundError (404) for an
+    unknown id, RejectedVariantError (409, naming the gate's reason) for a rejected one."""
+    if variant_id is not None:
+        service.catalog.pinnable(variant_id)
+    return variant_id
+
+
 async def decode_frames(
     service: Service,
     bodies: list[bytes],

@@ -24,6 +24,7 @@ from edge_service.server.deps import InferenceDep, ServiceDep, read_body
 from edge_service.server.inference import (
     FrameJob,
     TensorJob,
+    check_pin,
     check_variant,
     decode_frames,
     elapsed_ms,
@@ -49,7 +50,7 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": V2ErrorResponse} for code in codes}
 
 
-V2_ERRORS = errors(400, 401, 404, 413, 415, 503)
+V2_ERRORS = errors(400, 401, 404, 409, 413, 415, 503)
 ModelName = Annotated[str, Path(description="the family name (one model per server)")]
 Version = Annotated[str, Path(description="a variant id, e.g. base@int8")]
 # "statistics" is served (/v2/models/{m}/stats) but not announced: perf_analyzer reads
@@ -155,11 +156,19 @@ async def model_metadata(
 async def model_ready(
     service: ServiceDep, model: ModelName, version: RequestedVersion
 ) -> JSONResponse:
-    """200 when the model (or that version) can serve now, else 503."""
+    """200 when the model (or that version) can serve now, else 503 (a version the
+    build's accuracy gate rejected never can)."""
     _model(service, model)
     check_variant(service, version)
-    ok = service.pool.ready and (version is None or version not in service.pool.unhealthy)
+    ok = service.pool.ready and (
+        version is None
+        or (version not in service.pool.unhealthy and _not_rejected(service, version))
+    )
     return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
+
+
+def _not_rejected(service: Service, version: str) -> bool:
+    return service.catalog.variant(version).status != "rejected"
 
 
 @router.get("/v2/models/{model}/config", responses=errors(404, 503))
@@ -264,7 +273,7 @@ async def infer(
     started = time.perf_counter()
     try:
         _model(service, model)
-        check_variant(service, version)
+        check_pin(service, version)
         body = await read_body(request, service.settings.max_body_bytes)
         req = parse_request(body, inference_header_content_length)
         job, rows = await _job(service, req)

@@ -90,6 +90,9 @@ async def status(
                 backend=v.backend,
                 accuracy=v.accuracy.top1 if v.accuracy else None,
                 latency_p50_ms=profile.latency_ms(1) if profile else None,
+                status=v.status,
+                status_reason=v.status_reason,
+                precision_drop=v.precision_drop,
             )
         )
     return StatusResponse(
@@ -123,7 +126,8 @@ async def status(
     "/v1/variants", response_model=VariantsResponse, tags=["operators"], responses=errors(503)
 )
 async def variants(service: ServiceDep) -> VariantsResponse:
-    """Every variant of the family: its profiles, accuracy, load state and health."""
+    """Every variant of the family: its profiles, accuracy, load state, health and gate
+    status (servable, rejected or dominated, with the reason)."""
     pool = service.pool
     roles = {
         **dict.fromkeys(pool.pinned, "pinned"),
@@ -145,6 +149,9 @@ async def variants(service: ServiceDep) -> VariantsResponse:
                 loaded=loaded,
                 healthy=v.id not in pool.unhealthy,
                 predicted_latency_ms=service.loop.strategy.predicted_ms(v.id),
+                status=v.status,
+                status_reason=v.status_reason,
+                precision_drop=v.precision_drop,
                 profiles={
                     dev: {mode: p.model_dump(mode="json") for mode, p in modes.items()}
                     for dev, modes in v.profiles.items()
@@ -190,12 +197,13 @@ async def put_policy(body: PolicyBody, service: ServiceDep) -> PolicyResponse:
 
 
 def _check_pin(service: Service, mode: str, variant: str | None) -> None:
-    """400 for a power mode this board does not have, 404 for an unknown variant."""
+    """400 for a power mode this board does not have, 404 for an unknown variant, 409 for
+    one the build's accuracy gate rejected (a dominated one may be pinned)."""
     known = {"*", DEFAULT_POWER_MODE, *(str(m["name"]) for m in service.power.modes())}
     if mode not in known:
         raise BadInputError(f"power mode {mode!r} is not known here; use one of {sorted(known)}")
     if variant is not None:
-        service.catalog.variant(variant)  # 404 for an unknown id, nothing changed
+        service.catalog.pinnable(variant)  # 404 / 409, nothing changed
 
 
 @router.post(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -70,12 +70,25 @@ class V2ErrorResponse(BaseModel):
     code: str = Field(description="a stable machine-readable code")
 
 
+GateStatus = Literal["servable", "rejected", "dominated"]
+STATUS_DOC = (
+    "the build gate's verdict: servable; rejected (too inaccurate against its FP32 sibling: "
+    "never served, a pin gets 409); dominated (slower and no more accurate than another on "
+    "this device: never the controller's choice, but an operator may pin it)"
+)
+REASON_DOC = "why it is rejected or dominated (null when servable)"
+DROP_DOC = "FP32 sibling's top-1 minus this engine's (a fraction); null for FP32 or unknown"
+
+
 class VariantOut(BaseModel):
     id: str
     precision: str
     backend: str
     accuracy: float | None
     latency_p50_ms: float | None
+    status: GateStatus = Field("servable", description=STATUS_DOC)
+    status_reason: str | None = Field(None, description=REASON_DOC)
+    precision_drop: float | None = Field(None, description=DROP_DOC)
 
 
 class StatusResponse(BaseModel):
@@ -116,6 +129,9 @@ class VariantDetail(BaseModel):
     healthy: bool
     predicted_latency_ms: float | None = Field(description="in the current context")
     profiles: dict[str, Any] = Field(description="device -> power mode -> profile")
+    status: GateStatus = Field("servable", description=STATUS_DOC)
+    status_reason: str | None = Field(None, description=REASON_DOC)
+    precision_drop: float | None = Field(None, description=DROP_DOC)
 
 
 class VariantsResponse(BaseModel):

@@ -17,11 +17,11 @@ from edge_service.control.budget import Policy
 from edge_service.control.events import AdaptationEvent, EventLog
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, Decision, SimpleRule
-from edge_service.control.predictor import Predictor
+from edge_service.control.predictor import Predictor, controller_targets
 from edge_service.control.strategy import BudgetStrategy, PressureStrategy, Strategy
 from edge_service.data.pipeline import Preprocess
 from edge_service.errors import MonitorError
-from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
 from edge_service.monitor.context import Context
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
@@ -30,6 +30,7 @@ from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.engine import Engine
 from edge_service.runtime.loader import open_engine
 from edge_service.runtime.pool import EnginePool
+from edge_service.server.background import BackgroundBuild, CatalogWatcher
 from edge_service.server.broadcast import Broadcaster
 from edge_service.server.power import ModeChange, PowerControl
 from edge_service.server.telemetry import StateCollector, Telemetry
@@ -56,6 +57,8 @@ class Service:
     policy: Policy
     _preprocess: dict[str | None, Preprocess] = field(default_factory=dict)
     _ops_lock: threading.Lock = field(default_factory=threading.Lock)
+    background: BackgroundBuild | None = None  # EDGE_BACKGROUND_BUILD: the rest of the family
+    watcher: CatalogWatcher | None = None
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
         """How a request becomes one variant's input (its own resolution); without a
@@ -86,7 +89,7 @@ class Service:
     def set_policy(self, policy: Policy) -> Decision | None:
         """Follow ``policy`` from now on; the loop decides with it at once."""
         for vid in policy.pins.values():
-            self.catalog.variant(vid)  # NotFoundError for an unknown variant
+            self.catalog.pinnable(vid)  # NotFoundError (unknown), RejectedVariantError (gate)
         with self._ops_lock:
             self.policy = policy
             return self.loop.set_strategy(
@@ -117,6 +120,33 @@ class Service:
         self.loop.tick()
         return change
 
+    def reload_catalog(self, catalog: Catalog) -> None:
+        """Serve from ``catalog`` from now on (a build or profile run wrote a new one).
+
+        Engines already loaded stay (a request keeps the engine it started on); one whose
+        artifact changed is reloaded; the strategy is rebuilt over the new variants and
+        profiles and decides at once, so an engine that landed can be chosen now.
+        """
+        with self._ops_lock:
+            before = {v.id: v.artifact.sha256 for v in self.catalog.variants}
+            self.catalog = catalog
+            self._preprocess = {}
+            self.pool.set_loader(
+                engine_loader(catalog, self.settings.family_dir, self.power.threads)
+            )
+            now = {v.id: v.artifact.sha256 for v in catalog.variants}
+            active = self.pool.active_id
+            if active in now and before.get(active) not in (None, now[active]):
+                self.pool.reload()
+            added = sorted(set(now) - set(before))
+            servable = sum(1 for v in catalog.variants if v.status == "servable")
+            reason = f"catalog: {len(now)} variants, {servable} servable" + (
+                f" (new: {', '.join(added)})" if added else ""
+            )
+            self.events.append(AdaptationEvent.note("catalog", reason, active))
+            strategy = strategy_for(self.policy, self.settings, catalog, self.device)
+        self.loop.set_strategy(strategy)
+
     def _power_event(self, reason: str, error: str | None) -> None:
         self.events.append(AdaptationEvent.note("power_mode", reason, self.pool.active_id, error))
         if error is not None:
@@ -140,6 +170,10 @@ class Service:
         }
 
     def close(self) -> None:
+        if self.background is not None:
+            self.background.stop()
+        if self.watcher is not None:
+            self.watcher.stop()
         self.loop.stop()
         self.batcher.close()
         self.pool.close()
@@ -147,7 +181,8 @@ class Service:
 
 
 def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate]:
-    """The policy's view of the catalog on this device.
+    """The policy's view of the catalog on this device: its controller targets (the
+    variants the build's gate left servable; `controller_targets`).
 
     A family built from the user's ONNX files has no measured accuracy; its networks are
     then ranked by the size of their FP32 artifact (bigger is taken as more accurate), a
@@ -160,7 +195,7 @@ def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate
     }
     largest = max(fp32_bytes.values(), default=1) or 1
     out = []
-    for v in catalog.variants:
+    for v in controller_targets(catalog, device):
         profile = v.profile_for(device, power_mode)
         if v.accuracy is not None:
             accuracy = v.accuracy.top1
@@ -238,7 +273,7 @@ def start_service(
     """Load the catalog, start the monitor, the loop and the batcher; an engine is active
     on return."""
     catalog = load_catalog(settings.family_dir)
-    device = device_name()
+    device = device_id()
     power = PowerControl.create(settings)  # before any engine thread starts
     pool = EnginePool(
         engine_loader(catalog, settings.family_dir, power.threads),
@@ -259,7 +294,7 @@ def start_service(
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
-        engine_memory_mb=lambda vid: engine_memory_mb(catalog.variant(vid)),
+        engine_memory_mb=lambda vid: engine_memory_mb(service.catalog.variant(vid)),
     )
     telemetry = Telemetry(settings.streams_kept)
     hub = broadcaster or Broadcaster()
@@ -283,7 +318,21 @@ def start_service(
     loop.listen(lambda ctx, _decision: hub.publish("context", context_frame(service, ctx)))
     if pool.ready:
         service.warm_up()
+    service.watcher = CatalogWatcher(
+        settings.family_dir, service.reload_catalog, settings.catalog_poll_s
+    )
+    service.watcher.start()
+    if settings.background_build:
+        # on a Jetson only the current nvpmodel mode: the others would switch the board
+        modes = None if service.power.emulated else _current_mode_id(service.power)
+        service.background = BackgroundBuild(settings, profile_modes=modes)
+        service.background.start()
     return service
+
+
+def _current_mode_id(power: PowerControl) -> str | None:
+    mode = power.current()
+    return str(mode.id) if mode is not None else None
 
 
 def context_frame(service: Service, ctx: Context) -> dict[str, object]:

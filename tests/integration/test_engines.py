@@ -37,9 +37,9 @@ def test_engines_accept_any_batch_when_exported_with_dynamic_axis(engines_dir, t
 
 
 def test_catalog_records_profile_for_this_device_when_built(engines_dir):
-    from edge_service.hostinfo import DEFAULT_POWER_MODE, device_name
+    from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
 
     for v in load_catalog(engines_dir / "fashion").variants:
-        profile = v.profile_for(device_name(), DEFAULT_POWER_MODE)
+        profile = v.profile_for(device_id(), DEFAULT_POWER_MODE)
         assert profile is not None and profile.latency_ms(1) > 0
         assert np.isfinite(profile.latency["8"].p99_ms)

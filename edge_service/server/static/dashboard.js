@@ -28,7 +28,7 @@
     samples: [],            // one per context event, oldest first
     events: [],             // adaptation events, oldest first
     seen: new Set(),        // their keys: the stream replays recent events on every connect
-    variants: new Map(),    // id -> {precision, backend, accuracy, latency_p50_ms}
+    variants: new Map(),    // id -> {precision, backend, accuracy, latency_p50_ms, status, ...}
     active: null,
     windowS: 300,
     offsetS: 0,             // server clock minus this tab's clock, from the last tick
@@ -666,11 +666,30 @@
       prec.appendChild(el("span", `chip prec-${v.precision}`, v.precision));
       tr.append(el("td", "mono", v.id), prec,
         el("td", "num", finite(v.accuracy) ? `${num(v.accuracy * 100, 1)} %` : "—"),
-        el("td", "num", msText(v.latency_p50_ms)));
+        el("td", "num", msText(v.latency_p50_ms)), gateCell(v));
+      const status = v.status || "servable";
+      if (status !== "servable") {
+        tr.classList.add(`gate-${status}`);  // greyed: never the controller's choice
+        tr.title = v.status_reason || status;
+      }
       return tr;
     });
-    $("variants-body").replaceChildren(...(rows.length ? rows : [emptyRow(4, "no variants")]));
-    setText("variants-note", `${list.length} in the catalog`);
+    $("variants-body").replaceChildren(...(rows.length ? rows : [emptyRow(5, "no variants")]));
+    const held = list.filter((v) => (v.status || "servable") !== "servable").length;
+    setText("variants-note", `${list.length} in the catalog` + (held ? `, ${held} not servable` : ""));
+  }
+
+  // The build gate's verdict: a chip, with the reason in a line below (and on hover).
+  function gateCell(v) {
+    const status = v.status || "servable";
+    const td = el("td", "gate");
+    const kind = { servable: "ok", rejected: "bad", dominated: "warn" }[status] || "";
+    td.appendChild(el("span", `chip ${kind}`, status));
+    if (finite(v.precision_drop)) {
+      td.appendChild(el("span", "drop", ` −${num(v.precision_drop * 100, 2)} pt`));
+    }
+    if (v.status_reason) td.appendChild(el("span", "reason", v.status_reason));
+    return td;
   }
 
   function emptyRow(cols, text) {

@@ -18,6 +18,16 @@ from edge_service.runtime.pool import EnginePool
 
 CANDIDATES = [Candidate("base@fp32", 0.93, 0.4), Candidate("base@int8", 0.92, 0.2)]
 RULE = SimpleRule(upgrade_cooldown_s=0.0)
+WAIT_S = 30.0  # a bound on waiting for the loop thread, never an expected speed
+
+
+def _wait_for_ticks(loop: AdaptationLoop, at_least: int) -> None:
+    """Poll until the background thread has ticked ``at_least`` times (a busy machine
+    may not schedule it for a while); fail after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while loop.state().ticks < at_least:
+        assert time.monotonic() < deadline, f"{loop.state().ticks} ticks in {WAIT_S} s"
+        time.sleep(0.005)
 
 
 class Clock:
@@ -131,11 +141,12 @@ def test_failed_swap_is_logged_and_old_engine_kept_when_new_engine_cannot_load()
 def test_background_thread_ticks_and_stops_when_started() -> None:
     loop, pool = _loop(ReplaySource(_trace(0.1), loop=True))
     loop.start()
-    time.sleep(0.1)
-    loop.stop()
+    _wait_for_ticks(loop, 3)
+    loop.stop(timeout=WAIT_S)
+    assert loop._thread is not None and not loop._thread.is_alive()
     ticks = loop.state().ticks
     assert ticks >= 3 and pool.ready
-    time.sleep(0.05)
+    time.sleep(0.05)  # several periods: a thread still ticking would have ticked again
     assert loop.state().ticks == ticks
 
 
@@ -214,8 +225,7 @@ def test_loop_thread_lives_on_when_a_tick_raises_something_unexpected() -> None:
     try:
         loop.strategy = None  # type: ignore[assignment]  # every tick now raises
         ticks = loop.state().ticks
-        time.sleep(0.1)
+        _wait_for_ticks(loop, ticks + 3)
         assert loop._thread is not None and loop._thread.is_alive()
-        assert loop.state().ticks > ticks + 2
     finally:
         loop.stop()

@@ -154,18 +154,18 @@ def test_a_bad_configuration_is_refused_before_any_build(container):
     assert container.calls() == []
 
 
-def test_build_on_start_always_runs_the_idempotent_build_every_time(container):
+def test_background_build_always_runs_the_idempotent_build_every_time(container):
     container.run()
     assert container.run(EDGE_BUILD_ON_START="always").returncode == 0
     assert [c[0] for c in container.calls()] == ["build", "serve", "build", "serve"]
 
 
-def test_build_on_start_never_only_serves(container):
+def test_background_build_never_only_serves(container):
     assert container.run(EDGE_BUILD_ON_START="never").returncode == 0
     assert container.calls() == [["serve"]]
 
 
-def test_unknown_build_on_start_mode_is_refused(container):
+def test_unknown_background_build_mode_is_refused(container):
     r = container.run(EDGE_BUILD_ON_START="sometimes")
     assert r.returncode == 2
     assert "missing, always or never" in r.stderr

@@ -120,7 +120,7 @@ def test_validation_split_is_the_train_tail_and_disjoint_when_held_out() -> None
 
 
 def test_kept_set_holds_the_base_network_once_when_the_search_kept_it_at_int8() -> None:
-    from edge_service.evolve.run import _keep_base
+    from edge_service.evolve.search import keep_base as _keep_base
 
     base8 = Prediction(_spec(("id", "id"), 28, "int8"), 0.1, 0.9)
     base32 = Prediction(_spec(("id", "id"), 28, "fp32"), 0.2, 0.9)
@@ -130,7 +130,7 @@ def test_kept_set_holds_the_base_network_once_when_the_search_kept_it_at_int8() 
 
 
 def test_kept_set_gains_the_base_network_at_its_fastest_precision_when_left_out() -> None:
-    from edge_service.evolve.run import _keep_base
+    from edge_service.evolve.search import keep_base as _keep_base
 
     base32 = Prediction(_spec(("id", "id"), 28, "fp32"), 0.2, 0.9)
     base8 = Prediction(_spec(("id", "id"), 28, "int8"), 0.1, 0.9)
@@ -141,7 +141,7 @@ def test_kept_set_gains_the_base_network_at_its_fastest_precision_when_left_out(
 
 
 def test_kept_set_stays_within_max_and_keeps_its_ends_when_the_base_is_added() -> None:
-    from edge_service.evolve.run import _keep_base
+    from edge_service.evolve.search import keep_base as _keep_base
 
     pts = [
         Prediction(_spec(("dw", "dw"), 28, "fp32"), 0.05 * 1.2**i, 0.8 + i / 100) for i in range(4)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from edge_service.errors import CatalogError, NotFoundError
+from edge_service.errors import CatalogError, NotFoundError, RejectedVariantError
 from edge_service.repository import (
     load_catalog,
     make_artifact,
@@ -113,3 +113,34 @@ def test_catalog_json_is_plain_json_when_written(tmp_path: Path) -> None:
     fam = tmp_path / "fashion"
     save_catalog(fam, parse_catalog(_catalog_dict(fam)))
     assert json.loads((fam / "catalog.json").read_text())["schema_version"] == 1
+
+
+def test_catalog_without_gate_fields_loads_every_variant_as_servable(tmp_path: Path) -> None:
+    v = parse_catalog(_catalog_dict(tmp_path / "fashion")).variants[0]
+    assert v.status == "servable" and v.servable
+    assert v.status_reason is None and v.precision_drop is None
+
+
+def test_gate_fields_round_trip_and_a_bad_status_is_refused_by_name(tmp_path: Path) -> None:
+    fam = tmp_path / "fashion"
+    d = _catalog_dict(fam)
+    d["variants"][0].update(status="dominated", status_reason="slower", precision_drop=None)
+    save_catalog(fam, parse_catalog(d))
+    loaded = load_catalog(fam).variants[0]
+    assert (loaded.status, loaded.status_reason, loaded.servable) == ("dominated", "slower", False)
+    d["variants"][0]["status"] = "maybe"
+    with pytest.raises(CatalogError, match=re.escape("variants[0].status")):
+        parse_catalog(d)
+
+
+def test_pinnable_refuses_a_rejected_variant_naming_the_reason(tmp_path: Path) -> None:
+    d = _catalog_dict(tmp_path / "fashion")
+    d["variants"][0].update(status="rejected", status_reason="8.09 points below fp32")
+    catalog = parse_catalog(d)
+    with pytest.raises(RejectedVariantError, match=re.escape("8.09 points below fp32")) as err:
+        catalog.pinnable("base@fp32")
+    assert err.value.http_status == 409 and err.value.code == "variant_rejected"
+    with pytest.raises(NotFoundError):
+        catalog.pinnable("nope@fp32")
+    d["variants"][0]["status"] = "dominated"
+    assert parse_catalog(d).pinnable("base@fp32").id == "base@fp32"

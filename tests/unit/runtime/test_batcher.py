@@ -13,6 +13,8 @@ from edge_service.errors import BadInputError, OverloadedError
 from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.pool import EnginePool
 
+WAIT_S = 30.0  # a bound on waiting for the batcher's thread, never an expected speed
+
 
 class GatedEngine(ConstantEngine):
     """Blocks each call until the test opens the gate; records batch sizes."""
@@ -25,7 +27,7 @@ class GatedEngine(ConstantEngine):
 
     def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
         self.entered.set()
-        self.gate.wait(5)
+        self.gate.wait(WAIT_S)
         self.calls.append(batch.shape[0])
         return np.arange(batch.shape[0], dtype=np.float32)[:, None].repeat(2, axis=1)
 
@@ -50,10 +52,10 @@ def test_jobs_queued_while_the_engine_is_busy_run_as_one_batch_in_order() -> Non
     batcher, engines = _setup(max_batch=8)
     try:
         first = batcher.submit(_rows(1), 1)
-        assert engines["a"].entered.wait(5)
+        assert engines["a"].entered.wait(WAIT_S)
         queued = [batcher.submit(_rows(n), n) for n in (1, 2, 3)]
         engines["a"].gate.set()
-        results = [f.result(5) for f in (first, *queued)]
+        results = [f.result(WAIT_S) for f in (first, *queued)]
     finally:
         batcher.close()
     assert engines["a"].calls == [1, 6]
@@ -66,11 +68,11 @@ def test_a_batch_never_exceeds_max_batch_rows() -> None:
     batcher, engines = _setup(max_batch=4)
     try:
         first = batcher.submit(_rows(1), 1)
-        assert engines["a"].entered.wait(5)
+        assert engines["a"].entered.wait(WAIT_S)
         queued = [batcher.submit(_rows(3), 3) for _ in range(3)]
         engines["a"].gate.set()
         for f in (first, *queued):
-            f.result(5)
+            f.result(WAIT_S)
     finally:
         batcher.close()
     assert max(engines["a"].calls) <= 4 and sum(engines["a"].calls) == 10
@@ -80,7 +82,7 @@ def test_full_queue_refuses_at_once_with_a_retry_hint() -> None:
     batcher, engines = _setup(max_batch=1, max_queue=2)
     try:
         running = batcher.submit(_rows(1), 1)
-        assert engines["a"].entered.wait(5)
+        assert engines["a"].entered.wait(WAIT_S)
         waiting = [batcher.submit(_rows(1), 1) for _ in range(2)]
         with pytest.raises(OverloadedError) as exc:
             batcher.submit(_rows(1), 1)
@@ -88,7 +90,7 @@ def test_full_queue_refuses_at_once_with_a_retry_hint() -> None:
         assert batcher.stats.rejected == 1 and batcher.depth == 2
         engines["a"].gate.set()
         for f in (running, *waiting):
-            f.result(5)
+            f.result(WAIT_S)
     finally:
         batcher.close()
 
@@ -101,14 +103,14 @@ def test_a_frame_that_cannot_be_prepared_fails_alone() -> None:
 
     try:
         first = batcher.submit(_rows(1), 1)
-        assert engines["a"].entered.wait(5)
+        assert engines["a"].entered.wait(WAIT_S)
         broken = batcher.submit(bad, 1)
         fine = batcher.submit(_rows(1), 1)
         engines["a"].gate.set()
         with pytest.raises(BadInputError):
-            broken.result(5)
-        assert fine.result(5).output.shape == (1, 2)
-        first.result(5)
+            broken.result(WAIT_S)
+        assert fine.result(WAIT_S).output.shape == (1, 2)
+        first.result(WAIT_S)
     finally:
         batcher.close()
 
@@ -117,17 +119,17 @@ def test_jobs_pinned_to_another_variant_run_on_that_engine_in_their_own_batch() 
     batcher, engines = _setup(max_batch=8)
     try:
         first = batcher.submit(_rows(1), 1)
-        assert engines["a"].entered.wait(5)
+        assert engines["a"].entered.wait(WAIT_S)
         pinned = batcher.submit(_rows(1), 1, target="b")
         plain = batcher.submit(_rows(1), 1)
         engines["a"].gate.set()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + WAIT_S
         while "b" not in engines and time.monotonic() < deadline:
             time.sleep(0.01)
         engines["b"].gate.set()  # b is loaded on demand for the pinned job
-        assert pinned.result(5).variant_id == "b"
-        assert plain.result(5).variant_id == "a"
-        first.result(5)
+        assert pinned.result(WAIT_S).variant_id == "b"
+        assert plain.result(WAIT_S).variant_id == "a"
+        first.result(WAIT_S)
         assert engines["a"].calls == [1, 1] and engines["b"].calls == [1]
     finally:
         batcher.close()
@@ -136,15 +138,15 @@ def test_jobs_pinned_to_another_variant_run_on_that_engine_in_their_own_batch() 
 def test_close_fails_what_is_still_queued_and_refuses_new_jobs() -> None:
     batcher, engines = _setup(max_batch=1)
     running = batcher.submit(_rows(1), 1)
-    assert engines["a"].entered.wait(5)
+    assert engines["a"].entered.wait(WAIT_S)
     queued = batcher.submit(_rows(1), 1)
     closer = threading.Thread(target=batcher.close)
     closer.start()
     with pytest.raises(OverloadedError):
-        queued.result(5)
+        queued.result(WAIT_S)
     engines["a"].gate.set()
-    closer.join(5)
-    running.result(5)
+    closer.join(WAIT_S)
+    running.result(WAIT_S)
     with pytest.raises(OverloadedError):
         batcher.submit(_rows(1), 1)
 
@@ -164,8 +166,8 @@ def test_engine_failure_reaches_every_job_of_the_batch_and_the_worker_lives_on()
         from edge_service.errors import EngineError
 
         with pytest.raises(EngineError):
-            batcher.submit(_rows(1), 1).result(5)
+            batcher.submit(_rows(1), 1).result(WAIT_S)
         engines["a"].closed = False
-        assert batcher.submit(_rows(2), 2).result(5).output.shape == (2, 2)
+        assert batcher.submit(_rows(2), 2).result(WAIT_S).output.shape == (2, 2)
     finally:
         batcher.close()

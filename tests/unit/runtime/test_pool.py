@@ -131,7 +131,10 @@ def test_preloaded_engine_swaps_in_without_loading_when_on_standby() -> None:
     pool.activate("b")
     assert set(made) == {"a", "b", "c"}  # nothing new was loaded
     assert pool.active_id == "b" and "b" not in pool.standby
-    assert pool.last_swap_ms is not None and pool.last_swap_ms < 5.0
+    # no wall-clock figure: how long a swap takes is the machine's; that it reused the
+    # standby engine, and measured itself, is the pool's
+    assert pool.last_swap_preloaded is True
+    assert pool.last_swap_ms is not None and pool.last_swap_ms >= 0
 
 
 def test_standby_is_trimmed_and_closed_when_neighbours_change() -> None:

@@ -1,0 +1,184 @@
+"""What the server does beside serving: follow the catalog, and build the rest of the family.
+
+- :class:`CatalogWatcher` looks at ``catalog.json`` every ``catalog_poll_s`` and hands
+  each new version that validates to the service, so an engine that a build (or a
+  profile run) adds joins the controller's choices with no restart. The catalog is
+  written atomically, so a version is read whole or not at all.
+- :class:`BackgroundBuild` (``EDGE_BACKGROUND_BUILD``) runs ``edge-service build`` (the
+  device's front, engine by engine) and then ``edge-service profile`` (every power mode:
+  emulated core sets here; on a Jetson only the current nvpmodel mode, since profiling
+  the others would switch the board's mode under the operator) as child processes. The
+  server never imports torch: the build does, in its own process. Stopping the server
+  stops the child; a later start resumes the build where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_service.buildstate import BuildProgress, read_progress, write_progress
+from edge_service.config import Settings
+from edge_service.errors import CatalogError
+from edge_service.repository import Catalog, catalog_path, load_catalog
+
+log = logging.getLogger(__name__)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+class CatalogWatcher:
+    """Calls ``on_catalog`` with every new valid version of the family's catalog."""
+
+    def __init__(
+        self, family_dir: Path, on_catalog: Callable[[Catalog], None], period_s: float = 1.0
+    ) -> None:
+        self._path = catalog_path(family_dir)
+        self._dir, self._on, self._period = family_dir, on_catalog, period_s
+        self._seen = _stamp(self._path)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="catalog-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def check(self) -> bool:
+        """Look once; True when a new catalog was handed over."""
+        stamp = _stamp(self._path)
+        if stamp is None or stamp == self._seen:
+            return False
+        try:
+            catalog = load_catalog(self._dir)
+        except CatalogError as exc:  # e.g. a catalog of a newer schema: keep serving
+            log.warning("new catalog not taken: %s", exc.message)
+            self._seen = stamp
+            return False
+        self._seen = stamp
+        self._on(catalog)
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                self.check()
+            except Exception:  # the watcher must outlive one bad reload
+                log.exception("reloading the catalog failed; serving the previous one")
+
+
+def _lower_priority(pid: int) -> None:
+    """Serving comes first: the build runs at a lower CPU priority (nice 10)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, 10)
+    except OSError as exc:  # it may have exited already
+        log.debug("cannot lower the priority of %d: %s", pid, exc)
+
+
+class BackgroundBuild:
+    """``edge-service build`` then ``edge-service profile``, one child at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        profile_modes: str | None = None,
+        executable: tuple[str, ...] = (sys.executable, "-m", "edge_service"),
+    ) -> None:
+        self._settings, self._modes, self._exe = settings, profile_modes, executable
+        self._child: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.phase = "pending"  # pending, build, profile, done, failed, stopped
+        self.returncode: int | None = None
+        self._thread = threading.Thread(target=self._run, name="background-build", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def commands(self) -> list[tuple[str, list[str]]]:
+        """The child processes it runs, in order."""
+        where = [
+            "--family", self._settings.family,
+            "--engines-dir", str(self._settings.engines_dir),
+        ]  # fmt: skip
+        profile = ["profile", *where, "--runs", "100", "--energy-seconds", "0.5"]
+        if self._modes is not None:
+            profile += ["--modes", self._modes]
+        return [("build", [*self._exe, "build", *where]), ("profile", [*self._exe, *profile])]
+
+    def _run(self) -> None:
+        for phase, cmd in self.commands():
+            if self._stopping.is_set():
+                return
+            self.phase = phase
+            if phase == "profile":
+                self._progress(stage="profile", message="profiling every power mode")
+            log.info("background %s: %s", phase, " ".join(cmd[2:]))
+            code = self._wait(cmd)
+            self.returncode = code
+            if self._stopping.is_set():
+                self.phase = "stopped"
+                return
+            if code != 0:
+                self.phase = "failed"
+                log.error("background %s failed (exit %s); serving what is built", phase, code)
+                self._progress(stage="failed", message=f"{phase} exited with {code}")
+                return
+        self.phase = "done"
+        self._progress(stage="complete", message="", current=None)
+
+    def _wait(self, cmd: list[str]) -> int:
+        env = {**os.environ, "EDGE_BACKGROUND_BUILD": "false"}
+        with self._lock:
+            if self._stopping.is_set():
+                return -1
+            self._child = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+            _lower_priority(self._child.pid)
+        return self._child.wait()
+
+    def _progress(self, **changes: object) -> None:
+        family_dir = self._settings.family_dir
+        state = read_progress(family_dir) or BuildProgress(stage="profile")
+        try:
+            write_progress(family_dir, state.step(**changes))
+        except OSError as exc:
+            log.warning("cannot write build progress: %s", exc)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the child (SIGTERM, then SIGKILL after ``timeout``) and the thread."""
+        with self._lock:
+            self._stopping.set()
+            child = self._child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
+
+    def state(self) -> dict[str, object]:
+        """For /v1/status: the phase, the child's exit code, the build's own progress."""
+        progress = read_progress(self._settings.family_dir)
+        return {
+            "phase": self.phase,
+            "returncode": self.returncode,
+            "progress": progress.to_dict() if progress else None,
+        }
