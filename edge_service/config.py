@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="serve builds the family: the first engine before it binds, the "
         "device's front and per-power-mode profiles in the background while it serves",
     )
+    build_args: str = Field(
+        "",
+        description="more options for the build that serve --build and the container run "
+        "(e.g. \"--eval-limit 2000\"), split on spaces",
+    )
     catalog_poll_s: float = Field(
         1.0, gt=0.0, description="how often the server looks for a new catalog"
     )

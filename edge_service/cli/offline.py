@@ -182,6 +182,15 @@ def _write_sidecar(weights: Path, summary: dict[str, Any]) -> None:
 DEFAULT_EVOLVED = REPO_ROOT / "models" / "fashion" / "evolved.pt"
 
 
+def _device_int8() -> tuple[str, bool]:
+    """The INT8 scheme ONNX Runtime gets on this device (what the evolve probes use)."""
+    from edge_service.build.int8_scheme import choose_int8_scheme
+    from edge_service.device import current
+
+    scheme = choose_int8_scheme(current(), tensorrt=False)
+    return scheme.activations, scheme.reduce_range
+
+
 def _csv(value: str, cast: type = str) -> tuple[Any, ...]:
     return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
 
@@ -275,6 +284,7 @@ def evolve(
             profile_threads=1,
             profile_runs=profile_runs,
             precisions=precisions,
+            int8=_device_int8(),
         )
         report = run_evolve(req, progress=_tqdm_progress(), say=lambda m: log.info(m))
         _write_sidecar(

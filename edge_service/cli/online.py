@@ -102,6 +102,7 @@ def first_engine(settings: Settings) -> None:
     cmd = [
         sys.executable, "-m", "edge_service", "build", "--first-only",
         "--family", settings.family, "--engines-dir", str(settings.engines_dir),
+        *settings.build_args.split(),
     ]  # fmt: skip
     log.info("building the first engine if missing: %s", " ".join(cmd[2:]))
     code = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False).returncode

@@ -23,6 +23,7 @@ from edge_service.cli._common import (
     setup_logging,
 )
 from edge_service.errors import ConfigError, EdgeServiceError
+from edge_service.hostinfo import device_id
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -123,7 +124,6 @@ class _Options:
 
 def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tuple[Catalog, bool]:
     """Profile the family; returns the updated catalog and whether energy is estimated."""
-    from edge_service.hostinfo import device_id
     from edge_service.profile.modes import default_nvpmodel, mode_ids
     from edge_service.profile.profiler import profile_family, profiling_meter
     from edge_service.repository import load_catalog
@@ -134,11 +134,13 @@ def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tupl
     ids = mode_ids(nvp, _ints("--modes", opts.modes) if opts.modes else None)
     meter = profiling_meter(opts.core_watts)
     scored = _scores(catalog, opts.accuracy)
+    tracker = _ProfileProgress(settings, len(ids) * len(catalog.variants))
     with _progress_bar(len(ids) * len(catalog.variants)) as advance:
 
         def on_progress(event: ProfileEvent) -> None:
             events.append(event)
             advance(f"{event.variant_id} @ {event.mode}: {event.status}")
+            tracker.update(done=len(events), current=f"{event.variant_id} @ {event.mode}")
 
         result = profile_family(
             catalog,
@@ -154,7 +156,30 @@ def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tupl
             nvpmodel=nvp,
             meter=meter,
         )
+    tracker.update(stage="complete", current=None)
     return result, meter.estimated
+
+
+class _ProfileProgress:
+    """The profile run is the build's last stage: it says so in the progress file."""
+
+    def __init__(self, settings: Settings, total: int) -> None:
+        from edge_service.buildstate import BuildProgress, read_progress
+
+        self._dir = settings.family_dir
+        old = read_progress(self._dir)
+        self.state = (old or BuildProgress(stage="profile", device=device_id())).step(
+            stage="profile", done=0, total=total, message="profiling every power mode"
+        )
+
+    def update(self, **changes: Any) -> None:
+        from edge_service.buildstate import write_progress
+
+        self.state = self.state.step(**changes)
+        try:
+            write_progress(self._dir, self.state)
+        except OSError as exc:  # a report only
+            log.warning("cannot write build progress: %s", exc)
 
 
 def _scores(catalog: Catalog, accuracy: bool) -> bool:

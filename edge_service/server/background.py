@@ -119,7 +119,8 @@ class BackgroundBuild:
         profile = ["profile", *where, "--runs", "100", "--energy-seconds", "0.5"]
         if self._modes is not None:
             profile += ["--modes", self._modes]
-        return [("build", [*self._exe, "build", *where]), ("profile", [*self._exe, *profile])]
+        build = [*self._exe, "build", *where, *self._settings.build_args.split()]
+        return [("build", build), ("profile", [*self._exe, *profile])]
 
     def _run(self) -> None:
         for phase, cmd in self.commands():
@@ -127,7 +128,7 @@ class BackgroundBuild:
                 return
             self.phase = phase
             if phase == "profile":
-                self._progress(stage="profile", message="profiling every power mode")
+                self._progress(stage="profile", done=0, total=0, message="profiling")
             log.info("background %s: %s", phase, " ".join(cmd[2:]))
             code = self._wait(cmd)
             self.returncode = code

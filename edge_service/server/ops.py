@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import edge_service
 from edge_service.control.budget import Policy
+from edge_service.device import current as current_device
 from edge_service.errors import BadInputError, ConfigError, OverloadedError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.server.broadcast import sse
@@ -119,6 +120,8 @@ async def status(
         swaps=service.pool.swaps,
         last_swap_ms=service.pool.last_swap_ms,
         latency_ms=service.telemetry.window(),
+        device_name=current_device().name,
+        build=service.build_state(),
     )
 
 

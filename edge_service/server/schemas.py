@@ -115,6 +115,14 @@ class StatusResponse(BaseModel):
     swaps: int
     last_swap_ms: float | None
     latency_ms: dict[str, Any] = Field(description="server-side p50/p99 over the last 5 s")
+    device_name: str = Field("", description="this device, readable (device is its id)")
+    build: dict[str, Any] | None = Field(
+        None,
+        description="the family's build: complete, front (device|shipped|only|base), "
+        "catalog_device, foreign (measured on another device: not trusted), background "
+        "(the serve --build phase: build, profile, done, failed) and progress {stage, "
+        "done, total, current, fraction, servable, ...}",
+    )
 
 
 class VariantDetail(BaseModel):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_service.buildstate import read_progress
 from edge_service.config import Settings
 from edge_service.control.budget import Policy
 from edge_service.control.events import AdaptationEvent, EventLog
@@ -119,6 +120,22 @@ class Service:
                 invalidate()
         self.loop.tick()
         return change
+
+    def build_state(self) -> dict[str, object]:
+        """Where the family's build stands, for /v1/status and the dashboard: complete or
+        still growing, the front's origin, the device the catalog was measured on (a
+        foreign one is not trusted), the background build's phase and its progress."""
+        build = self.catalog.build
+        built_on = (build.get("device") or {}).get("id")
+        progress = read_progress(self.settings.family_dir)
+        return {
+            "complete": bool(build.get("complete", True)),
+            "front": (build.get("front") or {}).get("mode"),
+            "catalog_device": built_on,
+            "foreign": built_on != self.device,
+            "background": self.background.phase if self.background else None,
+            "progress": progress.to_dict() if progress else None,
+        }
 
     def reload_catalog(self, catalog: Catalog) -> None:
         """Serve from ``catalog`` from now on (a build or profile run wrote a new one).
@@ -314,6 +331,7 @@ def start_service(
         power, batcher, telemetry, hub, policy,
     )  # fmt: skip
     telemetry.registry.register(StateCollector(service.live_state))
+    _warn_if_foreign(service)
     events.listen(lambda e: hub.publish("adaptation", e.to_dict()))
     loop.listen(lambda ctx, _decision: hub.publish("context", context_frame(service, ctx)))
     if pool.ready:
@@ -328,6 +346,20 @@ def start_service(
         service.background = BackgroundBuild(settings, profile_modes=modes)
         service.background.start()
     return service
+
+
+def _warn_if_foreign(service: Service) -> None:
+    """A catalog measured on another device: its latencies say nothing about this one."""
+    built_on = (service.catalog.build.get("device") or {}).get("id")
+    if built_on == service.device:
+        return
+    why = (
+        f"catalog of {service.catalog.family} was measured on device {built_on or 'unknown'}, "
+        f"not this one ({service.device}): its profiles are not trusted here; "
+        "`edge-service serve --build` (or `edge-service build`) fits the family to this device"
+    )
+    log.warning(why)
+    service.events.append(AdaptationEvent.note("catalog", why, service.pool.active_id))
 
 
 def _current_mode_id(power: PowerControl) -> str | None:

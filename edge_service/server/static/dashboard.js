@@ -638,7 +638,9 @@
 
   function applyStatus(st) {
     setText("family", st.family || "?");
-    setText("device", st.device || "?");
+    setText("device", st.device_name || st.device || "?");
+    document.getElementById("device").title = st.device ? `device id ${st.device}` : "";
+    showBuild(st.build);
     document.title = `${st.family || "edge-service"} · edge-service dashboard`;
     if (finite(st.uptime_s)) state.uptime = { seconds: st.uptime_s, at: Date.now() / 1000 };
     state.ticks = st.ticks;
@@ -654,6 +656,36 @@
     }
     showVariant(state.samples.length ? state.active : st.active_variant, null);
     addEvents(st.events || [], false);
+  }
+
+  // The family's build: shown while it grows, when it failed, or when the catalog was
+  // measured on another device; hidden once complete here.
+  function showBuild(b) {
+    const box = document.getElementById("build");
+    if (!box) return;
+    const p = (b && b.progress) || null;
+    const growing = b && (!b.complete || (p && !p.finished) || b.background === "profile");
+    const failed = b && (b.background === "failed" || (p && p.stage === "failed"));
+    const foreign = b && b.foreign;
+    box.hidden = !(growing || failed || foreign);
+    if (box.hidden) return;
+    const stage = failed ? "failed" : foreign && !growing ? "foreign" : (p && p.stage) || "build";
+    const label = { first: "first engine", fit: "fitting front", networks: "building",
+      profile: "profiling", complete: "complete", failed: "build failed", foreign: "foreign" };
+    const chipEl = document.getElementById("build-stage");
+    chipEl.textContent = label[stage] || stage;
+    chipEl.className = `chip ${failed || foreign ? "bad" : stage === "complete" ? "ok" : "warn"}`;
+    const frac = p && finite(p.fraction) ? p.fraction : 0;
+    document.querySelector("#build-meter > span").style.width = `${Math.round(frac * 100)}%`;
+    let text = "";
+    if (foreign && !growing) {
+      text = `catalog measured on ${b.catalog_device || "another device"}: run serve --build`;
+    } else if (p) {
+      const step = p.total ? ` ${p.done}/${p.total}` : "";
+      text = `${Math.round(frac * 100)}%${step}${p.current ? " · " + p.current : ""}` +
+        ` · ${p.servable || 0} servable` + (p.message && failed ? ` · ${p.message}` : "");
+    }
+    setText("build-text", text);
   }
 
   function renderVariants(list) {
