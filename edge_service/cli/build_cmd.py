@@ -146,6 +146,13 @@ def build(
     fit_runs: Annotated[
         int, typer.Option(min=1, help="timed calls per branch in the on-device search")
     ] = 200,
+    max_kept: Annotated[
+        int, typer.Option(min=1, help="paths the on-device front keeps (the base always)")
+    ] = 12,
+    max_loss: Annotated[
+        float,
+        typer.Option(min=0.0, help="points of predicted top-1 a front path may lose vs the base"),
+    ] = 3.0,
     force: Annotated[bool, typer.Option(help="rebuild even if up to date")] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
@@ -212,7 +219,15 @@ def build(
                 trt,
                 force,
                 acts,
-                Staging(front, first_only, max_precision_drop / 100, fit_runs, as_json),
+                Staging(
+                    front,
+                    first_only,
+                    max_precision_drop / 100,
+                    fit_runs,
+                    max_kept,
+                    max_loss / 100,
+                    as_json,
+                ),
             )
     except EdgeServiceError as exc:
         raise fail(exc) from exc
@@ -268,6 +283,8 @@ def _build_default(
         first_only=staging.first_only,
         max_precision_drop=staging.max_precision_drop,
         fit_runs=staging.fit_runs,
+        max_kept=staging.max_kept,
+        max_loss=staging.max_loss,
     )
     with exclusive_build(settings.family_dir), progress_bar(staging.quiet) as bar:
         report = build_family(req, progress=lambda msg: log.info(msg), on_progress=bar)
@@ -288,6 +305,8 @@ class Staging:
     first_only: bool = False
     max_precision_drop: float = 0.01  # fraction
     fit_runs: int = 200
+    max_kept: int = 12
+    max_loss: float = 0.03  # fraction
     quiet: bool = False  # no progress bar (--json)
 
 

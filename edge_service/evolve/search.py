@@ -205,33 +205,30 @@ def _feature_shapes(net: MultiBranchNet, native: int) -> list[tuple[int, ...]]:
     return shapes
 
 
-def latency_profiles(
-    net: MultiBranchNet,
-    native: int,
-    threads: int = 1,
-    runs: int = 200,
-    progress: Callable[[str], None] | None = None,
-    precision: str = "fp32",
+def piece_latency_ms(
+    module: nn.Module,
+    shape: tuple[int, ...],
+    precisions: Sequence[str],
+    threads: int,
+    runs: int,
     int8: Int8Choice = ("u8", False),
-) -> LatencyTable:
-    """Per-call overhead, stem, head and every branch's own latency (ms) at ``precision``
-    (INT8 in the ``int8`` scheme: the one the build will use on this device)."""
-    shapes = _feature_shapes(net, native)
-
-    def own(module: nn.Module, shape: tuple[int, ...]) -> float:
-        ms = module_latency_ms(module, shape, threads, runs, precision, int8)
-        return max(ms - overhead, 0.0)
-
-    # an empty graph has nothing to quantize: one call's overhead is the same at both
-    overhead = module_latency_ms(nn.Identity(), (1, 1, 4, 4), threads, runs)
-    stem, head = own(net.stem, shapes[0]), own(net.head, shapes[-1])
-    branch: dict[tuple[int, str], float] = {}
-    for s in range(net.num_stages):
-        for b in net.branches:
-            branch[(s, b)] = own(net.branch(s, b), shapes[s + 1])
-            if progress:
-                progress(f"stage {s + 1} branch {b} @{precision}: {branch[(s, b)]:.4f} ms")
-    return LatencyTable(overhead, stem, head, branch)
+) -> dict[str, float]:
+    """p50 batch-1 latency of ``module`` alone at each precision, from one export (INT8:
+    quantized from it in the ``int8`` scheme, ranges from random feeds)."""
+    acts, reduce_range = int8
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(module.eval(), fp32, shape[-1], shape[1], dynamic_batch=False)
+        for precision in precisions:
+            path = fp32
+            if precision == "int8":
+                path = quantize_feeds(
+                    fp32, Path(tmp) / "int8.onnx", probe_feeds(shape), acts, reduce_range
+                )
+            with OrtEngine(path, variant_id="probe", precision=precision, threads=threads) as e:
+                out[precision] = measure_latency(e, 1, warmup=20, runs=runs)["p50_ms"]
+    return out
 
 
 def device_tables(
@@ -243,13 +240,31 @@ def device_tables(
     progress: Callable[[str], None] | None = None,
     int8: Int8Choice = ("u8", False),
 ) -> dict[str, LatencyTable]:
-    """Every precision's latency table, measured on this device."""
-    tables = {}
-    for precision in precisions:
-        if progress:
-            progress(f"profiling each branch's {precision} latency on ONNX Runtime")
-        tables[precision] = latency_profiles(net, native, threads, runs, progress, precision, int8)
-    return tables
+    """Per-call overhead, stem, head and every branch's own latency (ms) at each
+    precision, measured on this device (INT8 in the scheme the build will use here).
+    Each piece is exported once and timed at every precision."""
+    shapes = _feature_shapes(net, native)
+    # an empty graph has nothing to quantize: one call's overhead is the same at all
+    base = module_latency_ms(nn.Identity(), (1, 1, 4, 4), threads, runs)
+
+    def own(module: nn.Module, shape: tuple[int, ...]) -> dict[str, float]:
+        ms = piece_latency_ms(module, shape, precisions, threads, runs, int8)
+        return {p: max(v - base, 0.0) for p, v in ms.items()}
+
+    if progress:
+        progress(f"timing every branch at {', '.join(precisions)} on ONNX Runtime")
+    stem, head = own(net.stem, shapes[0]), own(net.head, shapes[-1])
+    branch: dict[tuple[int, str], dict[str, float]] = {}
+    for s in range(net.num_stages):
+        for b in net.branches:
+            branch[(s, b)] = own(net.branch(s, b), shapes[s + 1])
+            if progress:
+                times = ", ".join(f"{p} {v:.4f}" for p, v in branch[(s, b)].items())
+                progress(f"stage {s + 1} branch {b}: {times} ms")
+    return {
+        p: LatencyTable(base, stem[p], head[p], {k: v[p] for k, v in branch.items()})
+        for p in precisions
+    }
 
 
 def predict(p: BranchProfiles, spec: VariantSpec) -> Prediction:

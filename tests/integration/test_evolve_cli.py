@@ -105,7 +105,8 @@ def test_build_fits_the_front_to_this_device_when_front_is_device(tiny_weights, 
     engines = tmp_path / "engines"
     args = [
         "build", "--engines-dir", str(engines), "--weights", str(tiny_weights),
-        "--evolved", str(evolved), "--eval-limit", "200", "--fit-runs", "5", "--json",
+        "--evolved", str(evolved), "--eval-limit", "200", "--fit-runs", "5",
+        "--max-kept", "3", "--json",
     ]  # fmt: skip
     r = _cli(*args)
     assert r.returncode == 0, r.stderr
