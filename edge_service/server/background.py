@@ -135,13 +135,13 @@ class BackgroundBuild:
             if self._stopping.is_set():
                 self.phase = "stopped"
                 return
-            if code != 0:
-                self.phase = "failed"
+            if code != 0:  # the progress file first: a reader that sees the phase sees it
                 log.error("background %s failed (exit %s); serving what is built", phase, code)
                 self._progress(stage="failed", message=f"{phase} exited with {code}")
+                self.phase = "failed"
                 return
-        self.phase = "done"
         self._progress(stage="complete", message="", current=None)
+        self.phase = "done"
 
     def _wait(self, cmd: list[str]) -> int:
         env = {**os.environ, "EDGE_BACKGROUND_BUILD": "false"}
