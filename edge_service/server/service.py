@@ -60,6 +60,7 @@ class Service:
     _ops_lock: threading.Lock = field(default_factory=threading.Lock)
     background: BackgroundBuild | None = None  # EDGE_BACKGROUND_BUILD: the rest of the family
     watcher: CatalogWatcher | None = None
+    on_reload: list[Callable[[Catalog], None]] = field(default_factory=list)
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
         """How a request becomes one variant's input (its own resolution); without a
@@ -148,6 +149,8 @@ class Service:
             before = {v.id: v.artifact.sha256 for v in self.catalog.variants}
             self.catalog = catalog
             self._preprocess = {}
+            for listener in self.on_reload:
+                listener(catalog)
             self.pool.set_loader(
                 engine_loader(catalog, self.settings.family_dir, self.power.threads)
             )
@@ -304,6 +307,7 @@ def start_service(
         nvpmodel=power.nvp,
     )
     policy = policy_from(settings)
+    served = [catalog]  # the catalog served now (reload_catalog replaces it)
     loop = AdaptationLoop(
         source=src,
         pool=pool,
@@ -311,7 +315,7 @@ def start_service(
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
-        engine_memory_mb=lambda vid: engine_memory_mb(service.catalog.variant(vid)),
+        engine_memory_mb=lambda vid: engine_memory_mb(served[0].variant(vid)),
     )
     telemetry = Telemetry(settings.streams_kept)
     hub = broadcaster or Broadcaster()
@@ -330,6 +334,7 @@ def start_service(
         settings, catalog, pool, loop, events, src, device, time.time(),
         power, batcher, telemetry, hub, policy,
     )  # fmt: skip
+    service.on_reload.append(lambda new: served.__setitem__(0, new))
     telemetry.registry.register(StateCollector(service.live_state))
     _warn_if_foreign(service)
     events.listen(lambda e: hub.publish("adaptation", e.to_dict()))

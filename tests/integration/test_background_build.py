@@ -25,6 +25,13 @@ def _status(url: str) -> dict:  # type: ignore[type-arg]
     return httpx.get(f"{url}/v1/status", timeout=60).json()  # type: ignore[no-any-return]
 
 
+def _finished(build: dict) -> bool:  # type: ignore[type-arg]
+    """The background build has ended and says so in its progress too (the server names
+    the phase a moment before it writes the progress file)."""
+    stage = (build.get("progress") or {}).get("stage")
+    return build["background"] in ("done", "failed") and stage in ("complete", "failed")
+
+
 def test_serve_build_answers_on_the_first_engine_then_grows_the_family_without_a_failure(
     tmp_path: Path, fashion_dir: Path
 ) -> None:
@@ -45,7 +52,7 @@ def test_serve_build_answers_on_the_first_engine_then_grows_the_family_without_a
             assert r.status_code == 200, r.text  # never a failed request while it grows
             served.add(r.json()["variant"])
             answers += 1
-            if _status(url)["build"]["background"] in ("done", "failed"):
+            if _finished(_status(url)["build"]):
                 break
             time.sleep(0.1)
         final = _status(url)
@@ -61,6 +68,11 @@ def test_serve_build_answers_on_the_first_engine_then_grows_the_family_without_a
     catalog = load_catalog(engines / "fashion")
     for v in catalog.variants:  # profiled here in every emulated power mode
         assert set(v.profiles[current().id]) >= {"MAXN", "HALF", "MIN"}
+    # a second start serves the whole family at once, standby engines preloaded
+    with run_server(engines, tmp_path / "again.log", ["--build"], **env) as url:
+        again = _status(url)
+        assert again["ready"] and {v["id"] for v in again["variants"]} == ids
+        assert again["build"]["complete"]
 
 
 def _alive(pid: int) -> bool:
