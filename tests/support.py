@@ -1,7 +1,15 @@
-"""Test support: a trivial but real Engine, and a real server started in a subprocess."""
+"""Test support: a trivial but real Engine, and a real server started in a subprocess.
+
+Servers under test adapt on their own: a linux monitor on a busy machine sees CPU pressure
+and the loop switches variants between any two requests. A test that compares the served
+variant (or anything that follows it) before and after something holds the loop still
+first: `calm_trace` (a replayed idle board, so the pressure rule keeps the most accurate
+variant) or `hold_still` (an operator pin on a live board).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -45,6 +53,58 @@ class ConstantEngine(EngineBase):
 
 
 MAX_BODY = 65_536  # the body limit the integration server runs with
+# Bounds on waits for a condition, never expectations of speed: generous enough for a
+# machine 7x slower than this one, under load (a server starts in ~3 s here).
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 60.0
+CALM = {
+    "t": 0.0,
+    "source": "trace",
+    "cpu_online": 2,
+    "cpu_load": 0.1,
+    "mem_available_mb": 3000.0,
+    "mem_total_mb": 4000.0,
+}
+
+
+def calm_trace(path: Path) -> Path:
+    """A one-line replay trace of an idle board (10% CPU, memory to spare): served with
+    ``EDGE_MONITOR_SOURCE=replay`` it keeps every tick's context the same, so the loop
+    serves the most accurate variant and never switches on its own."""
+    path.write_text(json.dumps(CALM) + "\n")
+    return path
+
+
+def servable(url: str, *preferred: str) -> str:
+    """The first of ``preferred`` that the server may serve. The build's accuracy gate
+    rejects an INT8 engine that loses too much against its FP32 sibling, which depends on
+    the CPU (INT8 saturates on AVX2 without VNNI), and a rejected one is never served:
+    a test that pins "some INT8 engine" names its FP32 sibling as the fallback."""
+    variants = httpx.get(f"{url}/v1/variants", timeout=60).json()["variants"]
+    status = {v["id"]: v.get("status", "servable") for v in variants}
+    for variant in preferred:
+        if status.get(variant, "rejected") != "rejected":
+            return variant
+    pytest.fail(f"none of {preferred} may be served here: {status}")
+
+
+def hold_still(url: str, token: str | None = None) -> str:
+    """Pin the most accurate variant in every power mode (``POST /v1/pin``), so a server
+    reading a live board serves it whatever the board does; returns its id."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    variants = httpx.get(f"{url}/v1/variants", timeout=60).json()["variants"]
+    # what the controller itself would serve on an idle board: healthy, and servable where
+    # the catalog says (a build gate may reject or set aside some)
+    usable = [v for v in variants if v["healthy"] and v.get("status", "servable") == "servable"]
+    best = max(usable or variants, key=lambda v: v["accuracy"] if v["accuracy"] is not None else -1)
+    r = httpx.post(
+        f"{url}/v1/pin",
+        json={"variant": best["id"], "power_mode": "*"},
+        headers=headers,
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["active_variant"] == best["id"], r.text
+    return str(best["id"])
 
 
 def _free_port() -> int:
@@ -53,52 +113,87 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+BIND_ATTEMPTS = 3
+
+
+def start_server(
+    engines_dir: Path, log: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``edge-service serve [extra_args]`` on a free port; return the process and its
+    URL once it is ready.
+
+    A free port is only free when it is picked: another process (a client's ephemeral port,
+    another test session's server) may take it before the server binds it, seconds later.
+    Then the server exits, and it is started again on another port; and readiness counts
+    only when the listening socket is this process's own, never another server's.
+    """
+    for _ in range(BIND_ATTEMPTS):
+        port = _free_port()
+        cmd = [sys.executable, "-m", "edge_service", "serve", "--port", str(port)]
+        cmd += ["--engines-dir", str(engines_dir), *extra_args]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ | (env or {})
+            )
+        url = f"http://127.0.0.1:{port}"
+        if _wait_ready(url, port, proc, log):
+            return proc, url
+    pytest.fail(f"no free port held in {BIND_ATTEMPTS} attempts:\n{log.read_text()}")
+
+
 @contextmanager
 def run_server(
     engines_dir: Path, log: Path, extra_args: Sequence[str] = (), **env: str
 ) -> Iterator[str]:
     """Start ``edge-service serve [extra_args]`` on a free port; yield its URL once ready;
     stop it."""
-    port = _free_port()
-    full_env = os.environ | {"EDGE_MONITOR_PERIOD_S": "0.2", "EDGE_MAX_BODY_BYTES": str(MAX_BODY)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_service",
-        "serve",
-        "--port",
-        str(port),
-        "--engines-dir",
-        str(engines_dir),
-        *extra_args,
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env | env)
-    url = f"http://127.0.0.1:{port}"
+    full_env = {"EDGE_MONITOR_PERIOD_S": "0.2", "EDGE_MAX_BODY_BYTES": str(MAX_BODY)} | env
+    proc, url = start_server(engines_dir, log, extra_args, full_env)
     try:
-        _wait_ready(url, proc, log)
         yield url
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
+def _wait_ready(url: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
+    """True once ``proc`` listens on ``port`` and answers ready; False when it exited
+    because the port was taken meanwhile; fails the test on any other exit or after
+    READY_TIMEOUT_S."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
+            text = log.read_text(errors="replace")
+            if "address already in use" in text.lower():
+                return False
+            pytest.fail(f"server exited with {proc.returncode}:\n{text}")
         try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return
+            ready = httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
         except httpx.TransportError:
-            pass
+            ready = False
+        if ready and _listens(proc.pid, port):
+            return True
         time.sleep(0.2)
-    pytest.fail(f"server not ready in 60 s:\n{log.read_text()}")
+    pytest.fail(f"server not ready in {READY_TIMEOUT_S:.0f} s:\n{log.read_text()}")
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` itself holds a listening TCP socket on ``port``."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        if hasattr(process, "net_connections"):  # psutil >= 6
+            conns = process.net_connections("tcp")
+        else:
+            conns = process.connections("tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
 def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:

@@ -298,7 +298,9 @@ def _save(
     front: dict[str, Any],
     complete: bool,
 ) -> Catalog:
-    """The catalog of what is built so far, gated, written atomically."""
+    """The catalog of what is built so far, gated, written atomically. A forced rebuild
+    replaces a family someone may be serving: it writes the catalog once, at the end, so
+    a rebuild stopped half way leaves the old catalog whole (never a smaller one)."""
     variants = apply_gate(list(built.values()), req.device_id, req.max_precision_drop)
     scheme = req.int8_scheme
     catalog = Catalog(
@@ -336,7 +338,8 @@ def _save(
         catalog = catalog.model_copy(
             update={"variants": apply_gate(catalog.variants, req.device_id, req.max_precision_drop)}
         )
-    save_catalog(req.family_dir, catalog)
+    if complete or not req.force:
+        save_catalog(req.family_dir, catalog)
     return catalog
 
 

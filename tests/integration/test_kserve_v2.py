@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from support import servable
 
 from edge_service.data.fashion import LABELS
 
@@ -75,9 +76,9 @@ def test_binary_and_json_answers_agree(triton, test_split):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_versions_path_pins_the_variant(triton, test_split):
+def test_versions_path_pins_the_variant(server, triton, test_split):
     x = _normalised(test_split.images[:2])
-    for version in ("base@fp32", "dw-dw-dw@int8"):
+    for version in ("base@fp32", servable(server, "dw-dw-dw@int8", "dw-dw-dw@fp32")):
         result = _infer(triton, x, binary=True, version=version)
         assert result.get_response()["model_version"] == version
 
@@ -137,8 +138,9 @@ def test_json_body_with_inference_header_length_is_served(server, test_split):
 
 
 def test_statistics_count_inferences_per_version(server, triton, test_split):
-    _infer(triton, _normalised(test_split.images[:5]), binary=True, version="base@int8")
-    stats = httpx.get(f"{server}/v2/models/fashion/versions/base@int8/stats").json()
+    version = servable(server, "base@int8", "dw-dw-dw@fp32")
+    _infer(triton, _normalised(test_split.images[:5]), binary=True, version=version)
+    stats = httpx.get(f"{server}/v2/models/fashion/versions/{version}/stats").json()
     (entry,) = stats["model_stats"]
     assert entry["inference_count"] >= 5
     assert entry["inference_stats"]["success"]["count"] >= 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from support import run_server
+from support import run_server, servable
 
 from edge_service.data.fashion import LABELS
 
@@ -38,7 +39,7 @@ def ops_server(engines_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def ops(ops_server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=ops_server, timeout=20) as c:
+    with httpx.Client(base_url=ops_server, timeout=60) as c:
         yield c
 
 
@@ -83,6 +84,19 @@ def test_bad_policy_is_refused_with_a_reason_and_the_old_one_stays(ops):
     assert ops.get("/v1/policy").json()["policy"] == before
 
 
+def _settled_policy(ops: httpx.Client, timeout_s: float = 60.0) -> dict:
+    """``GET /v1/policy`` once the served variant is the one decided. A response reads
+    the decision and the active engine one after the other, and the loop (a live monitor
+    here) may be loading the engine of a newer decision in between."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = ops.get("/v1/policy").json()
+        if body["decision"]["variant_id"] == body["active_variant"]:
+            return body
+        assert time.monotonic() < deadline, f"the served variant never followed: {body}"
+        time.sleep(0.05)
+
+
 def test_policy_put_switches_to_the_budget_strategy_and_decides_at_once(ops):
     r = ops.put(
         "/v1/policy",
@@ -96,14 +110,16 @@ def test_policy_put_switches_to_the_budget_strategy_and_decides_at_once(ops):
     # decision was made, now, by the new objective, and is the one served
     decision = body["decision"]
     assert "by latency" in decision["reason"], decision
-    assert decision["variant_id"] == body["active_variant"]
+    settled = _settled_policy(ops)
+    assert settled["strategy"] == "budget" and "by latency" in settled["decision"]["reason"]
     r = ops.put("/v1/policy", json={}, headers=_auth(CONTROL))
     assert r.json()["strategy"] == "pressure"
 
 
 def test_pin_serves_the_pinned_variant_now_and_unpin_releases_it(ops, test_split):
     frame = _png(test_split.images[1])
-    for pinned in ("dw-dw-dw@int8", "base@fp32"):
+    small = servable(str(ops.base_url), "dw-dw-dw@int8", "dw-dw-dw@fp32")
+    for pinned in (small, "base@fp32"):
         r = ops.post("/v1/pin", json={"variant": pinned}, headers=_auth(CONTROL))
         assert r.status_code == 200, r.text
         assert r.json()["active_variant"] == pinned
@@ -123,7 +139,7 @@ def test_power_mode_switch_reloads_engines_without_dropping_requests(ops, test_s
 
     def load() -> None:
         nonlocal served
-        with httpx.Client(base_url=str(ops.base_url), timeout=20) as c:
+        with httpx.Client(base_url=str(ops.base_url), timeout=60) as c:
             while not stop.is_set():
                 r = c.post("/v1/infer", content=frame, headers=_auth(INFER))
                 if r.status_code != 200:
@@ -134,7 +150,7 @@ def test_power_mode_switch_reloads_engines_without_dropping_requests(ops, test_s
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        assert started.wait(20), "the load never got a response"  # switch under load
+        assert started.wait(60), "the load never got a response"  # switch under load
         modes = ops.get("/v1/power-mode").json()["modes"]
         assert [m["name"] for m in modes] == ["MAXN", "HALF", "MIN"]
         for mode in ("MIN", 1, "MAXN"):
@@ -156,7 +172,7 @@ def test_power_mode_switch_reloads_engines_without_dropping_requests(ops, test_s
 
 def test_event_stream_sends_history_then_live_context_samples(ops):
     seen: dict[str, dict] = {}
-    with ops.stream("GET", "/v1/events?history=5", timeout=20) as r:
+    with ops.stream("GET", "/v1/events?history=5", timeout=60) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         kind = None
         for line in r.iter_lines():

@@ -10,6 +10,7 @@ import pytest
 from support import run_server
 
 pytestmark = pytest.mark.integration
+WAIT_S = 60.0  # a bound on waiting for what the loop does, not an expected speed
 
 
 def _trace(path, loads):
@@ -40,15 +41,19 @@ def test_server_decisions_follow_replayed_cpu_load_when_monitor_is_a_trace(engin
         EDGE_MONITOR_TRACE=str(trace),
         EDGE_MONITOR_REPLAY_SPEED="4",
     ) as url:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + WAIT_S  # the trace repeats every second
         while time.monotonic() < deadline and len(reasons) < 2:
-            status = httpx.get(f"{url}/v1/status", timeout=5).json()
+            status = httpx.get(f"{url}/v1/status", timeout=30).json()
             assert status["context"]["source"] == "trace"
             reasons.add(status["decision"]["reason"].split(" ")[0])
             time.sleep(0.1)
-        fastest = min(status["variants"], key=lambda v: v["latency_p50_ms"])["id"]
+        # the fastest by the profiles the catalog measured, among the controller's own
+        # targets (a build gate may set some aside on this machine)
+        targets = [v for v in status["variants"] if v.get("status", "servable") == "servable"]
+        fastest = min(targets, key=lambda v: v["latency_p50_ms"])["id"]
         while status["decision"]["constrained"] is False and time.monotonic() < deadline:
-            status = httpx.get(f"{url}/v1/status", timeout=5).json()
+            time.sleep(0.05)
+            status = httpx.get(f"{url}/v1/status", timeout=30).json()
         assert status["decision"]["constrained"] is True
         assert status["decision"]["variant_id"] == fastest
     assert reasons == {"no", "cpu"}  # "no pressure -> most accurate", "cpu load ... -> fastest"
@@ -77,15 +82,15 @@ def test_server_runs_on_one_core_when_started_in_emulated_min_power_mode(engines
     with run_server(
         engines_dir, tmp_path / "server.log", EDGE_POWER_MODE="2", EDGE_MONITOR_SOURCE="linux"
     ) as url:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
-            ctx = httpx.get(f"{url}/v1/status", timeout=5).json()["context"]
+            ctx = httpx.get(f"{url}/v1/status", timeout=30).json()["context"]
             if ctx and ctx["power_mode"]:
                 break
             time.sleep(0.2)
         assert ctx["power_mode"] == {"id": 2, "name": "MIN"}
         assert ctx["cpu_online"] == 1  # the process is pinned to the mode's single core
-        r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=5)
+        r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=30)
         assert r.status_code == 200
 
 
@@ -96,9 +101,9 @@ def test_server_follows_budget_policy_when_a_latency_budget_is_set(engines_dir, 
         EDGE_LATENCY_BUDGET_MS="50",
         EDGE_MONITOR_SOURCE="linux",
     ) as url:
-        r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=5)
+        r = httpx.post(f"{url}/v1/infer?width=28&height=28", content=bytes(784), timeout=30)
         assert r.status_code == 200
-        status = httpx.get(f"{url}/v1/status", timeout=5).json()
+        status = httpx.get(f"{url}/v1/status", timeout=30).json()
     assert status["decision"]["constrained"] is False  # 50 ms fits every variant here
     assert status["active_variant"].startswith("base@")  # so the most accurate serves
     assert "feasible" in status["decision"]["reason"]

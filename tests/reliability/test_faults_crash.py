@@ -88,7 +88,7 @@ def _serves(engines: Path) -> None:
         def prepare(variant_id: str) -> np.ndarray:
             return service.preprocess(variant_id).from_bytes(frame)
 
-        result = service.batcher.submit(prepare, 1).result(timeout=10)
+        result = service.batcher.submit(prepare, 1).result(timeout=60)
         assert result.output.shape == (1, 10)
     finally:
         service.close()

@@ -57,7 +57,7 @@ def _infer(service: Service) -> Callable[[int], None]:
         return service.preprocess(variant_id).from_bytes(frame)
 
     def send(_: int) -> None:
-        result = service.batcher.submit(prepare, 1).result(timeout=10)
+        result = service.batcher.submit(prepare, 1).result(timeout=60)
         assert result.output.shape == (1, 10)
 
     return send

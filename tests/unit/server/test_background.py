@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from support import PROFILED
+
 from edge_service.config import Settings
 from edge_service.repository import Catalog, save_catalog
 from edge_service.server.background import BackgroundBuild, CatalogWatcher
-from support import PROFILED
 
 
 def _write(family: Path, catalog: Catalog) -> None:
@@ -65,6 +66,11 @@ def _fake(tmp_path: Path, body: str) -> tuple[str, ...]:
     return (sys.executable, str(script))
 
 
+def _stage(job: BackgroundBuild) -> object:
+    progress = job.state()["progress"]
+    return progress.get("stage") if isinstance(progress, dict) else None
+
+
 def _wait(pred, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,7 +87,8 @@ def test_background_build_is_done_and_complete_when_both_children_succeed(
     exe = _fake(tmp_path, f"import sys; open({str(log)!r}, 'a').write(sys.argv[1] + '\\n')")
     job = BackgroundBuild(_settings(tmp_path), executable=exe)
     job.start()
-    assert _wait(lambda: job.phase == "done")
+    # the job names its phase a moment before it writes the progress file: wait for both
+    assert _wait(lambda: job.phase == "done" and _stage(job) == "complete")
     assert log.read_text().split() == ["build", "profile"]
     state = job.state()
     assert state["phase"] == "done" and state["progress"]["stage"] == "complete"  # type: ignore[index]
@@ -91,7 +98,7 @@ def test_background_build_stops_at_a_failed_build_and_says_so(tmp_path: Path) ->
     exe = _fake(tmp_path, "import sys; sys.exit(3)")
     job = BackgroundBuild(_settings(tmp_path), executable=exe)
     job.start()
-    assert _wait(lambda: job.phase == "failed")
+    assert _wait(lambda: job.phase == "failed" and _stage(job) == "failed")
     assert job.returncode == 3
     assert job.state()["progress"]["stage"] == "failed"  # type: ignore[index]
 
