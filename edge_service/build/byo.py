@@ -18,7 +18,7 @@ import logging
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,15 +27,17 @@ import onnxruntime as ort
 import edge_service
 from edge_service.build.calibration import (
     CACHE_TAG,
-    activation_scheme,
     calibration_hash,
     calibration_images,
     quantize_int8,
 )
+from edge_service.build.int8_scheme import OnDevice
 from edge_service.data.pipeline import Color, Preprocess, Resize
+from edge_service.device import Fingerprint
+from edge_service.device import current as current_device
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
-from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
+from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.profile.latency import latency_profile
 from edge_service.repository import (
     Calibration,
@@ -53,7 +55,7 @@ Task = Literal["classification", "detection"]
 
 
 @dataclass(frozen=True)
-class OnnxFamilyRequest:
+class OnnxFamilyRequest(OnDevice):
     """A family from the user's ONNX files."""
 
     family_dir: Path
@@ -69,12 +71,8 @@ class OnnxFamilyRequest:
     force: bool = False
     calibration_cache: Path | None = None
     tensorrt: str | None = None  # the TensorRT target to add engines for (None: ORT only)
-    int8_activations: str | None = None  # "s8" | "u8"; None: s8 with TensorRT, else u8
-
-    @property
-    def activations(self) -> str:
-        """The INT8 activation scheme this build uses (see :func:`activation_scheme`)."""
-        return activation_scheme(self.int8_activations, self.tensorrt)
+    int8_activations: str | None = None  # "s8" | "u8" override; None: chosen for the device
+    fingerprint: Fingerprint = field(default_factory=current_device)
 
 
 @dataclass(frozen=True)
@@ -156,6 +154,8 @@ def family_key(req: OnnxFamilyRequest) -> str:
         "edge_service": edge_service.__version__,
         "tensorrt": req.tensorrt,
         "int8_activations": req.activations,
+        "int8_reduce_range": req.int8_scheme.reduce_range,
+        "device": req.device_id,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -196,6 +196,7 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
         build={
             "key": key,
             "networks": {"source": "onnx", "files": [p.name for p in req.models]},
+            "device": req.device,
             "onnxruntime": ort.__version__,
             "edge_service": edge_service.__version__,
         },
@@ -232,6 +233,7 @@ def _build_one(req: OnnxFamilyRequest, model: OnnxModel, files: list[Path]) -> l
             req.method,
             req.calibration_cache,
             req.activations,
+            reduce_range=req.int8_scheme.reduce_range,
         )
         calib = Calibration(
             method=req.method,
@@ -239,6 +241,8 @@ def _build_one(req: OnnxFamilyRequest, model: OnnxModel, files: list[Path]) -> l
             examples=0,  # type: ignore[arg-type]
             data_sha256=calibration_hash(files),
             activations=req.activations,  # type: ignore[arg-type]
+            reduce_range=req.int8_scheme.reduce_range,
+            scheme_reason=req.int8_scheme.reason,
         )
     spec = VariantSpec((model.name,), "fp32", model.size, model.size, "onnx")
     return [
@@ -265,5 +269,5 @@ def _variant(
         backend="onnxruntime",
         artifact=make_artifact(req.family_dir, path),
         calibration=calib,
-        profiles={device_id(): {DEFAULT_POWER_MODE: profile}},
+        profiles={req.device_id: {DEFAULT_POWER_MODE: profile}},
     )

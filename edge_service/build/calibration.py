@@ -85,14 +85,6 @@ CACHE_TAG = f"b{HISTOGRAM_BINS}-e{ENTROPY_BINS}-p{PERCENTILE}"  # part of the ca
 ACTIVATIONS: tuple[str, ...] = ("s8", "u8")
 
 
-def activation_scheme(asked: str | None, tensorrt: str | None) -> str:
-    """``asked`` if given, else ``s8`` when TensorRT is a target (the only form it reads)
-    and ``u8`` otherwise (ONNX Runtime runs it faster)."""
-    if asked is not None:
-        return asked
-    return "s8" if tensorrt else "u8"
-
-
 def calibration_cache_path(
     cache_dir: Path,
     fp32: Path,

@@ -23,7 +23,7 @@ per-channel symmetric s8) and whether the weights get 7 bits (ONNX Runtime's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from edge_service.device import ARM_ARCHES, X86_ARCHES, Fingerprint
 from edge_service.errors import BuildError
@@ -114,12 +114,16 @@ def _x86_rule(features: set[str]) -> _IsaRule:
     if "avx2" in features:
         found = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512bw") if f in features)
         return _IsaRule(
-            "u8", u8, True,
+            "u8",
+            u8,
+            True,
             f"{found} without VNNI: vpmaddubsw sums u8 x s8 pairs in saturating int16, "
             "so weights get 7 bits (reduce_range)",
         )
     return _IsaRule(
-        "u8", u8, True,
+        "u8",
+        u8,
+        True,
         "no avx2: 7-bit weights (reduce_range) are safe on both ONNX Runtime's saturating "
         "SSE4.1 kernel (Windows builds) and its exact SSE2 one (Linux)",
     )
@@ -143,3 +147,37 @@ def _arm_rule(fp: Fingerprint) -> _IsaRule:
         "its smull/smlal int16 pair sums cannot overflow with symmetric weights, "
         "so weights keep 8 bits",
     )
+
+
+class OnDevice:
+    """What a build request derives from the device it runs on: the INT8 scheme and the
+    device id its profiles are keyed by. Mixed into frozen request dataclasses that hold
+    ``fingerprint``, ``tensorrt`` and ``int8_activations``."""
+
+    fingerprint: Fingerprint
+    tensorrt: str | None
+    int8_activations: str | None
+
+    @property
+    def int8_scheme(self) -> Int8Scheme:
+        """The INT8 scheme for this device and backend (the override wins)."""
+        return choose_int8_scheme(self.fingerprint, bool(self.tensorrt), self.int8_activations)
+
+    @property
+    def activations(self) -> str:
+        """The INT8 activation type this build uses."""
+        return self.int8_scheme.activations
+
+    @property
+    def device_id(self) -> str:
+        """The device the profiles are measured on (what they are keyed by)."""
+        return self.fingerprint.id
+
+    @property
+    def device(self) -> dict[str, Any]:
+        """The fingerprint as the catalog's ``build.device`` records it."""
+        return {
+            "id": self.fingerprint.id,
+            "name": self.fingerprint.name,
+            **self.fingerprint.to_dict(),
+        }

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
@@ -27,7 +27,7 @@ from edge_service.build.calibration import (
     calibration_images,
     quantize_int8,
 )
-from edge_service.build.int8_scheme import Int8Scheme, choose_int8_scheme
+from edge_service.build.int8_scheme import OnDevice
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec
 from edge_service.device import Fingerprint
@@ -57,7 +57,7 @@ OnProgress = Callable[["BuildProgress"], None]
 
 
 @dataclass(frozen=True)
-class BuildRequest:
+class BuildRequest(OnDevice):
     """What to build and from what."""
 
     family_dir: Path
@@ -83,29 +83,6 @@ class BuildRequest:
     max_loss: float = 0.03  # ... predicted within this of the base's accuracy
     fit_runs: int = 200  # timing runs per branch in the on-device search
     fingerprint: Fingerprint = field(default_factory=current_device)
-
-    @property
-    def int8_scheme(self) -> Int8Scheme:
-        """The INT8 scheme for this device and backend (the override wins)."""
-        return choose_int8_scheme(self.fingerprint, bool(self.tensorrt), self.int8_activations)
-
-    @property
-    def activations(self) -> str:
-        """The INT8 activation scheme this build uses."""
-        return self.int8_scheme.activations
-
-    @property
-    def device_id(self) -> str:
-        """The device the profiles are measured on (what they are keyed by)."""
-        return self.fingerprint.id
-
-    @property
-    def device(self) -> dict[str, Any]:
-        return {
-            "id": self.fingerprint.id,
-            "name": self.fingerprint.name,
-            **self.fingerprint.to_dict(),
-        }
 
 
 @dataclass(frozen=True)
