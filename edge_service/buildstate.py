@@ -8,14 +8,17 @@ missing or unreadable file means "no build has said anything", not an error.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from edge_service.fsutil import atomic_write_text
 
+log = logging.getLogger(__name__)
 PROGRESS_NAME = "build-progress.json"
 Stage = Literal["first", "fit", "networks", "profile", "complete", "failed"]
 STAGES: tuple[str, ...] = ("first", "fit", "networks", "profile", "complete", "failed")
@@ -83,3 +86,30 @@ def read_progress(family_dir: Path) -> BuildProgress | None:
     except (OSError, ValueError, TypeError):
         return None
     return progress if progress.stage in STAGES else None
+
+
+class ProgressFile:
+    """One writer of a family's progress: each ``update`` steps the state, writes it (a
+    failed write is logged, never fatal: it is a report) and tells ``listener``."""
+
+    def __init__(
+        self,
+        family_dir: Path,
+        state: BuildProgress,
+        listener: Callable[[BuildProgress], None] | None = None,
+    ) -> None:
+        self._dir, self.state, self._listener = family_dir, state, listener
+
+    @classmethod
+    def resume(cls, family_dir: Path, default: BuildProgress) -> ProgressFile:
+        """Carry on from what the file says (another process's stage), else ``default``."""
+        return cls(family_dir, read_progress(family_dir) or default)
+
+    def update(self, **changes: Any) -> None:
+        self.state = self.state.step(**changes)
+        try:
+            write_progress(self._dir, self.state)
+        except OSError as exc:
+            log.warning("cannot write build progress: %s", exc)
+        if self._listener is not None:
+            self._listener(self.state)

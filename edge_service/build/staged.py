@@ -36,7 +36,7 @@ from edge_service.build.ort_builder import (
     build_key,
     choose_int8,
 )
-from edge_service.buildstate import BuildProgress, write_progress
+from edge_service.buildstate import BuildProgress, ProgressFile
 from edge_service.data.fashion import LABELS
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import CatalogError
@@ -75,23 +75,6 @@ class Source:
     evolved: Path | None
 
 
-class Tracker:
-    """Writes the progress file and tells the caller (the CLI's progress bar)."""
-
-    def __init__(self, family_dir: Path, device: str, listener: OnProgress | None) -> None:
-        self._dir, self._listener = family_dir, listener
-        self.state = BuildProgress(stage="first", device=device)
-
-    def update(self, **changes: Any) -> None:
-        self.state = self.state.step(**changes)
-        try:
-            write_progress(self._dir, self.state)
-        except OSError as exc:  # a report only: the build goes on
-            log.warning("cannot write build progress: %s", exc)
-        if self._listener is not None:
-            self._listener(self.state)
-
-
 def load_source(req: BuildRequest) -> Source:
     """The multi-branch weights if present, else the base model alone."""
     from edge_service.evolve.train import load_weights
@@ -128,7 +111,7 @@ def load_source(req: BuildRequest) -> Source:
 
 
 def plan_networks(
-    req: BuildRequest, src: Source, tracker: Tracker, say: Progress
+    req: BuildRequest, src: Source, tracker: ProgressFile, say: Progress
 ) -> tuple[list[Network], dict[str, Any]]:
     """The networks to build after the first engine, and how they were chosen."""
     wanted = tuple(req.precisions)
@@ -154,7 +137,7 @@ def plan_networks(
 
 
 def _fitted_networks(
-    req: BuildRequest, src: Source, tracker: Tracker, say: Progress
+    req: BuildRequest, src: Source, tracker: ProgressFile, say: Progress
 ) -> tuple[list[Network], dict[str, Any]]:
     from edge_service.build.fit import FitRequest, fit_front
 
@@ -218,7 +201,9 @@ def build_staged(
 ) -> BuildReport:
     """Build the family stage by stage (see the module docstring)."""
     key = build_key(req)
-    tracker = Tracker(req.family_dir, req.device_id, on_progress)
+    tracker = ProgressFile(
+        req.family_dir, BuildProgress(stage="first", device=req.device_id), on_progress
+    )
     # the same key means the same plan: what an unfinished build left is taken as built
     have, front = resumable(req, key) if not req.force else ({}, {})
     if have:

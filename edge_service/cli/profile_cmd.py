@@ -134,7 +134,13 @@ def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tupl
     ids = mode_ids(nvp, _ints("--modes", opts.modes) if opts.modes else None)
     meter = profiling_meter(opts.core_watts)
     scored = _scores(catalog, opts.accuracy)
-    tracker = _ProfileProgress(settings, len(ids) * len(catalog.variants))
+    from edge_service.buildstate import BuildProgress, ProgressFile
+
+    # the profile run is the build's last stage, and says so in the progress file
+    tracker = ProgressFile.resume(
+        settings.family_dir, BuildProgress(stage="profile", device=device_id())
+    )
+    tracker.update(stage="profile", done=0, total=len(ids) * len(catalog.variants))
     with _progress_bar(len(ids) * len(catalog.variants)) as advance:
 
         def on_progress(event: ProfileEvent) -> None:
@@ -158,28 +164,6 @@ def _run(settings: Settings, opts: _Options, events: list[ProfileEvent]) -> tupl
         )
     tracker.update(stage="complete", current=None)
     return result, meter.estimated
-
-
-class _ProfileProgress:
-    """The profile run is the build's last stage: it says so in the progress file."""
-
-    def __init__(self, settings: Settings, total: int) -> None:
-        from edge_service.buildstate import BuildProgress, read_progress
-
-        self._dir = settings.family_dir
-        old = read_progress(self._dir)
-        self.state = (old or BuildProgress(stage="profile", device=device_id())).step(
-            stage="profile", done=0, total=total, message="profiling every power mode"
-        )
-
-    def update(self, **changes: Any) -> None:
-        from edge_service.buildstate import write_progress
-
-        self.state = self.state.step(**changes)
-        try:
-            write_progress(self._dir, self.state)
-        except OSError as exc:  # a report only
-            log.warning("cannot write build progress: %s", exc)
 
 
 def _scores(catalog: Catalog, accuracy: bool) -> bool:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_service.buildstate import BuildProgress, read_progress, write_progress
+from edge_service.buildstate import BuildProgress, ProgressFile, read_progress
 from edge_service.config import Settings
 from edge_service.errors import CatalogError
 from edge_service.repository import Catalog, catalog_path, load_catalog
@@ -153,12 +153,8 @@ class BackgroundBuild:
         return self._child.wait()
 
     def _progress(self, **changes: object) -> None:
-        family_dir = self._settings.family_dir
-        state = read_progress(family_dir) or BuildProgress(stage="profile")
-        try:
-            write_progress(family_dir, state.step(**changes))
-        except OSError as exc:
-            log.warning("cannot write build progress: %s", exc)
+        default = BuildProgress(stage="profile")
+        ProgressFile.resume(self._settings.family_dir, default).update(**changes)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the child (SIGTERM, then SIGKILL after ``timeout``) and the thread."""
