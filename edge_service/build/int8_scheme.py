@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from edge_service.device import ARM_ARCHES, X86_ARCHES, Fingerprint
+from edge_service.device import Fingerprint
+from edge_service.device_names import ARM_ARCHES, X86_ARCHES
 from edge_service.errors import BuildError
 
 Activations = Literal["s8", "u8"]

@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from edge_service.config import REPO_ROOT, Settings
 from edge_service.errors import EdgeServiceError
+
+if TYPE_CHECKING:
+    from edge_service.buildstate import BuildProgress
 
 app = typer.Typer(
     name="edge-service",
@@ -87,3 +92,22 @@ FamilyOpt = Annotated[
     str | None, typer.Option(help="engine family (default: EDGE_FAMILY or fashion)")
 ]
 EnginesOpt = Annotated[Path | None, typer.Option(help="engine repository (default: ./engines)")]
+
+
+@contextmanager
+def progress_bar(quiet: bool) -> Iterator[Callable[[BuildProgress], None] | None]:
+    """A progress bar on stderr over the build's stages (none under --json or off a
+    terminal: the log lines say the same)."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr) as bar:
+
+        def update(state: BuildProgress) -> None:
+            bar.set_description(f"{state.stage} {state.current or ''}".strip())
+            bar.n = int(state.fraction * 100)
+            bar.refresh()
+
+        yield update

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from edge_service.buildstate import BuildProgress
 from edge_service.cli._common import (
     DEFAULT_WEIGHTS,
     EnginesOpt,
@@ -22,6 +20,7 @@ from edge_service.cli._common import (
     emit,
     fail,
     log,
+    progress_bar,
     settings_from,
     setup_logging,
 )
@@ -308,25 +307,6 @@ class Staging:
     max_kept: int = 12
     max_loss: float = 0.03  # fraction
     quiet: bool = False  # no progress bar (--json)
-
-
-@contextmanager
-def progress_bar(quiet: bool) -> Iterator[Callable[[BuildProgress], None] | None]:
-    """A progress bar on stderr over the build's stages (none under --json or off a
-    terminal: the log lines say the same)."""
-    if quiet or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {elapsed}", file=sys.stderr) as bar:
-
-        def update(state: BuildProgress) -> None:
-            bar.set_description(f"{state.stage} {state.current or ''}".strip())
-            bar.n = int(state.fraction * 100)
-            bar.refresh()
-
-        yield update
 
 
 def _gate_report(catalog: Path) -> dict[str, object]:

@@ -99,11 +99,9 @@ def first_engine(settings: Settings) -> None:
     torch): nothing when the family is built, else its first servable engine."""
     import subprocess
 
-    cmd = [
-        sys.executable, "-m", "edge_service", "build", "--first-only",
-        "--family", settings.family, "--engines-dir", str(settings.engines_dir),
-        *settings.build_args.split(),
-    ]  # fmt: skip
+    from edge_service.server.background import build_command
+
+    cmd = build_command(settings, "--first-only")
     log.info("building the first engine if missing: %s", " ".join(cmd[2:]))
     code = subprocess.run(cmd, stdin=subprocess.DEVNULL, check=False).returncode
     if code != 0:

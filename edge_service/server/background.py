@@ -82,6 +82,19 @@ class CatalogWatcher:
                 log.exception("reloading the catalog failed; serving the previous one")
 
 
+CLI = (sys.executable, "-m", "edge_service")
+
+
+def family_args(settings: Settings) -> list[str]:
+    """The options that name the served family to a child ``edge-service`` verb."""
+    return ["--family", settings.family, "--engines-dir", str(settings.engines_dir)]
+
+
+def build_command(settings: Settings, *options: str, exe: tuple[str, ...] = CLI) -> list[str]:
+    """``edge-service build`` of the served family, with ``options`` and EDGE_BUILD_ARGS."""
+    return [*exe, "build", *family_args(settings), *options, *settings.build_args.split()]
+
+
 def _lower_priority(pid: int) -> None:
     """Serving comes first: the build runs at a lower CPU priority (nice 10)."""
     try:
@@ -97,7 +110,7 @@ class BackgroundBuild:
         self,
         settings: Settings,
         profile_modes: str | None = None,
-        executable: tuple[str, ...] = (sys.executable, "-m", "edge_service"),
+        executable: tuple[str, ...] = CLI,
     ) -> None:
         self._settings, self._modes, self._exe = settings, profile_modes, executable
         self._child: subprocess.Popen[bytes] | None = None
@@ -112,15 +125,11 @@ class BackgroundBuild:
 
     def commands(self) -> list[tuple[str, list[str]]]:
         """The child processes it runs, in order."""
-        where = [
-            "--family", self._settings.family,
-            "--engines-dir", str(self._settings.engines_dir),
-        ]  # fmt: skip
-        profile = ["profile", *where, "--runs", "100", "--energy-seconds", "0.5"]
+        profile = [*self._exe, "profile", *family_args(self._settings)]
+        profile += ["--runs", "100", "--energy-seconds", "0.5"]
         if self._modes is not None:
             profile += ["--modes", self._modes]
-        build = [*self._exe, "build", *where, *self._settings.build_args.split()]
-        return [("build", build), ("profile", [*self._exe, *profile])]
+        return [("build", build_command(self._settings, exe=self._exe)), ("profile", profile)]
 
     def _run(self) -> None:
         for phase, cmd in self.commands():
