@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
-from results import machine_line, write_section
+from results import write_section
 
 from edge_service.device import current
 from edge_service.profile.compare import compare_engines
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--no-clone", action="store_true")
     args = parser.parse_args()
     fp = current()
-    parts = [f"Device `{fp.id}`: {fp.name}. {machine_line()}.\n"]
+    parts = [f"Device `{fp.id}`: {fp.name}.\n"]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if not args.no_clone:
