@@ -73,7 +73,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 VOLUME /var/lib/edge-service
 USER edge
 EXPOSE 8080
-# The first start builds the engines before the server listens (minutes on a board).
+# The first start builds one engine before the server listens (about a minute; more with
+# EDGE_BUILD_ON_START=missing or always, which build the whole family first).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30m --retries=3 \
   CMD ["python3", "-c", "import sys, urllib.request as u; from edge_service.config import Settings; sys.exit(u.urlopen(f'http://127.0.0.1:{Settings().port}/v2/health/ready', timeout=4).status != 200)"]
 ENTRYPOINT ["edge-entrypoint"]

@@ -182,7 +182,8 @@ def main() -> None:
         parts += [f"`edge-service build --front shipped`: {seconds:.0f} s\n", text]
     body = "\n".join(parts)
     print(body)
-    write_section("device_fit", "Fitting the family to the device", body)
+    # One section per device, so the VNNI and the AVX2-only runs stand side by side.
+    write_section(f"device_fit-{fp.id}", f"Fitting the family to the device: {fp.id}", body)
 
 
 if __name__ == "__main__":

@@ -1,21 +1,27 @@
 #!/bin/sh
-# edge-service container entrypoint: build the engines on first start, then serve.
+# edge-service container entrypoint: serve at once, building the engines on the way.
 #
-#   edge-entrypoint [serve] [SERVE OPTIONS]  build the engines if needed, then
-#                                            `edge-service serve [SERVE OPTIONS]`
+#   edge-entrypoint [serve] [SERVE OPTIONS]  `edge-service serve --build [SERVE OPTIONS]`
+#                                            (or build first, then serve: see below)
 #   edge-entrypoint build-engines            build the engines if needed, then exit
 #                                            (a Kubernetes init container)
 #   edge-entrypoint COMMAND [ARGS...]        run anything else, e.g.
 #                                            `edge-service monitor --once --json`
 #
 # Engines are device-specific (TensorRT plans, latencies measured on this board), so they
-# are not in the image: the first start runs `edge-service build` (the same verb as
-# `make engines`) into $EDGE_ENGINES_DIR, a volume, and later starts reuse them.
+# are not in the image: they are built on the device into $EDGE_ENGINES_DIR, a volume, and
+# later starts reuse them.
 #
-#   EDGE_BUILD_ON_START  missing (default): build when <engines_dir>/<family>/catalog.json
-#                        is missing; always: run the build every start (it is idempotent:
-#                        a few seconds when up to date, a rebuild after an image upgrade
-#                        changed TensorRT, ONNX Runtime or edge-service); never.
+#   EDGE_BUILD_ON_START  background (default): `serve --build`, the same as `make run`: the
+#                        first engine is built before the server listens (about a minute),
+#                        then the device's front, the other engines and the power-mode
+#                        profiles are built in the background and join as they land; a
+#                        start with a complete family serves in seconds.
+#                        missing: run the whole `edge-service build` first when
+#                        <engines_dir>/<family>/catalog.json is missing, then serve;
+#                        always: the whole build every start, then serve (it is idempotent:
+#                        seconds when up to date, a rebuild after an image upgrade changed
+#                        TensorRT, ONNX Runtime or edge-service); never: only serve.
 #   EDGE_BUILD_ARGS      more options for `edge-service build`, split on spaces, e.g.
 #                        "--eval-limit 2000" or "--from-onnx /models/a.onnx --task detection
 #                        --labels /models/labels.txt --calibration-images /models/frames".
@@ -40,12 +46,17 @@ print(config["family"])'
 }
 
 ensure_engines() {
-    mode=${EDGE_BUILD_ON_START:-missing}
+    mode=$(build_mode)
     case $mode in
         missing | always) ;;
         never) return 0 ;;
+        background)
+            # serve --build builds; refuse a bad configuration here all the same
+            engines_and_family "$@" >/dev/null
+            return 0
+            ;;
         *)
-            log "EDGE_BUILD_ON_START=$mode: use missing, always or never"
+            log "EDGE_BUILD_ON_START=$mode: use background, missing, always or never"
             exit 2
             ;;
     esac
@@ -70,6 +81,10 @@ ensure_engines() {
     fi
 }
 
+build_mode() {
+    printf '%s' "${EDGE_BUILD_ON_START:-background}"
+}
+
 build_engines() {
     # shellcheck disable=SC2086  # EDGE_BUILD_ARGS is a list of options, split on purpose
     edge-service build --family "$2" --engines-dir "$1" ${EDGE_BUILD_ARGS:-}
@@ -82,10 +97,17 @@ case $command in
             shift
         fi
         ensure_engines "$@"
+        if [ "$(build_mode)" = background ]; then
+            exec edge-service serve --build "$@"
+        fi
         exec edge-service serve "$@"
         ;;
     build-engines)
         shift
+        if [ "$(build_mode)" = background ]; then
+            # An init container has no server to build beside: it builds what is missing.
+            EDGE_BUILD_ON_START=missing
+        fi
         ensure_engines "$@"
         ;;
     *)

@@ -1,5 +1,6 @@
-"""docker/entrypoint.sh: builds the engines on first start with the documented CLI, reuses
-them on the next start, and serves with the same settings.
+"""docker/entrypoint.sh: serves at once with `serve --build` by default; in the other modes
+builds the engines on first start with the documented CLI, reuses them on the next start, and
+serves with the same settings.
 
 The script runs for real under /bin/sh. `edge-service serve --print-config` is the real CLI;
 `build` and `serve` are recorded by a stub (a real build takes a minute), and every recorded
@@ -97,8 +98,14 @@ def container(tmp_path: Path) -> Container:
     return Container(tmp_path)
 
 
-def test_first_start_builds_the_engines_then_serves(container):
+def test_default_start_serves_at_once_and_builds_in_the_background(container):
     r = container.run()
+    assert r.returncode == 0, r.stderr
+    assert container.calls() == [["serve", "--build"]]
+
+
+def test_first_start_builds_the_engines_then_serves_when_missing_mode(container):
+    r = container.run(EDGE_BUILD_ON_START="missing")
     assert r.returncode == 0, r.stderr
     build = ["build", "--family", "fashion", "--engines-dir", str(container.engines)]
     assert container.calls() == [build, ["serve"]]
@@ -106,73 +113,84 @@ def test_first_start_builds_the_engines_then_serves(container):
 
 
 def test_second_start_reuses_the_engines_and_builds_nothing(container):
-    assert container.run().returncode == 0
-    r = container.run("serve")
+    assert container.run(EDGE_BUILD_ON_START="missing").returncode == 0
+    r = container.run("serve", EDGE_BUILD_ON_START="missing")
     assert r.returncode == 0, r.stderr
     assert [c[0] for c in container.calls()] == ["build", "serve", "serve"]
     assert "reusing them" in r.stderr
 
 
 def test_serve_options_reach_the_server_and_pick_the_family_to_build(container):
-    r = container.run("serve", "--family", "street", "--port", "9000")
+    r = container.run(
+        "serve", "--family", "street", "--port", "9000", EDGE_BUILD_ON_START="missing"
+    )
     assert r.returncode == 0, r.stderr
     build, serve = container.calls()
     assert build[build.index("--family") + 1] == "street"
     assert serve == ["serve", "--family", "street", "--port", "9000"]
 
 
+def test_serve_options_reach_the_background_building_server(container):
+    r = container.run("serve", "--family", "street", "--port", "9000")
+    assert r.returncode == 0, r.stderr
+    assert container.calls() == [["serve", "--build", "--family", "street", "--port", "9000"]]
+
+
 def test_options_alone_are_taken_as_serve_options(container):
     assert container.run("--port", "9001").returncode == 0
-    assert container.calls()[-1] == ["serve", "--port", "9001"]
+    assert container.calls()[-1] == ["serve", "--build", "--port", "9001"]
 
 
 def test_family_and_engines_dir_come_from_the_config_file(container, tmp_path):
     cfg = tmp_path / "config.toml"
     cfg.write_text(f'family = "yard"\nengines_dir = "{tmp_path / "other"}"\n')
     del container.env["EDGE_ENGINES_DIR"]  # else the environment wins over the file
-    r = container.run(EDGE_CONFIG_FILE=str(cfg))
+    r = container.run(EDGE_CONFIG_FILE=str(cfg), EDGE_BUILD_ON_START="missing")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "other" / "yard" / "catalog.json").is_file()
 
 
 def test_build_args_are_passed_to_the_build(container):
     args = "--eval-limit 500 --backend onnxruntime"
-    assert container.run(EDGE_BUILD_ARGS=args).returncode == 0
+    assert container.run(EDGE_BUILD_ARGS=args, EDGE_BUILD_ON_START="missing").returncode == 0
     assert container.calls()[0][-4:] == args.split()
 
 
 def test_a_failed_build_stops_the_start_and_serves_nothing(container):
-    r = container.run(STUB_BUILD_FAILS="1")
+    r = container.run(STUB_BUILD_FAILS="1", EDGE_BUILD_ON_START="missing")
     assert r.returncode == 3
     assert [c[0] for c in container.calls()] == ["build"]
 
 
-def test_a_bad_configuration_is_refused_before_any_build(container):
-    r = container.run(EDGE_CONTROL_TOKEN="")  # off loopback with control on: token needed
+@pytest.mark.parametrize("mode", ["background", "missing"])
+def test_a_bad_configuration_is_refused_before_any_build(container, mode):
+    # off loopback with control on: a token is needed
+    r = container.run(EDGE_CONTROL_TOKEN="", EDGE_BUILD_ON_START=mode)
     assert r.returncode == 2
     assert "EDGE_CONTROL_TOKEN" in r.stderr
     assert container.calls() == []
 
 
-def test_background_build_always_runs_the_idempotent_build_every_time(container):
-    container.run()
+def test_build_always_runs_the_idempotent_build_every_time(container):
+    container.run(EDGE_BUILD_ON_START="missing")
     assert container.run(EDGE_BUILD_ON_START="always").returncode == 0
     assert [c[0] for c in container.calls()] == ["build", "serve", "build", "serve"]
 
 
-def test_background_build_never_only_serves(container):
+def test_build_never_only_serves(container):
     assert container.run(EDGE_BUILD_ON_START="never").returncode == 0
     assert container.calls() == [["serve"]]
 
 
-def test_unknown_background_build_mode_is_refused(container):
+def test_unknown_build_mode_is_refused(container):
     r = container.run(EDGE_BUILD_ON_START="sometimes")
     assert r.returncode == 2
-    assert "missing, always or never" in r.stderr
+    assert "background, missing, always or never" in r.stderr
 
 
-def test_build_engines_builds_and_exits_without_serving(container):
-    assert container.run("build-engines").returncode == 0
+@pytest.mark.parametrize("mode", ["background", "missing", "always"])
+def test_build_engines_builds_and_exits_without_serving(container, mode):
+    assert container.run("build-engines", EDGE_BUILD_ON_START=mode).returncode == 0
     assert [c[0] for c in container.calls()] == ["build"]
 
 
