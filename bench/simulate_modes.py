@@ -21,6 +21,7 @@ from edge_service.hostinfo import device_id
 from edge_service.monitor.context import Context, PowerMode
 from edge_service.repository import load_catalog
 from edge_service.sim.replay import simulate
+from edge_service.sim.report import notes
 
 PHASES = [("MAXN", 0, 2), ("MIN", 2, 1), ("HALF", 1, 1), ("MAXN", 0, 2)]
 
@@ -51,25 +52,20 @@ def main() -> None:
     args = parser.parse_args()
     catalog = load_catalog(args.engines_dir / args.family)
     policy = Policy(latency_budget_ms=args.budget, cooldown_s=5.0)
-    results = simulate(trace(), Predictor(catalog, device_id()), policy)
+    report = simulate(trace(), Predictor(catalog, device_id()), policy, catalog=catalog)
     rows = [
-        "| strategy | SLO violations | mean top-1 | energy mJ/inference | switches |",
-        "|---|---|---|---|---|",
+        "| strategy | SLO violations | mean top-1 | energy mJ/inference | switches "
+        "| unpredictable |",
+        "|---|---|---|---|---|---|",
     ]
-    for r in results:
-        energy = (
-            "-"
-            if r.mean_energy_mj is None
-            else (f"{r.mean_energy_mj:.3f}" + (" (estimated)" if r.energy_estimated else ""))
-        )
-        acc = "-" if r.mean_accuracy is None else f"{r.mean_accuracy:.4f}"
-        rows.append(f"| {r.name} | {r.slo_violation_rate:.1%} | {acc} | {energy} | {r.switches} |")
+    rows += ["| " + " | ".join(r.cells("estimated")) + " |" for r in report.strategies]
     body = "\n".join(rows) + (
         f"\n\nTrace: {' -> '.join(p[0] for p in PHASES)}, 30 contexts each; p99 budget "
         f"{args.budget} ms; profiles measured by `edge-service profile` in the emulated modes "
         "(MAXN = 2 cores, HALF and MIN = 1 core on this 2-core VM). Simulation on profiles "
         "only: the served-HTTP benchmark comes with the operator API."
     )
+    body += "".join(f"\n\n{line}" for line in notes(report))
     print(body)
     write_section(
         "simulate_modes", "Policy vs baselines on a power-mode trace (issue 6, simulated)", body

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         64.0, ge=0, description="memory for engines kept on standby next to the active one"
     )
     cooldown_s: float = Field(5.0, ge=0, description="wait before a voluntary (upgrade) switch")
+    explore: bool = Field(
+        True,
+        description="budget policy: measure a variant by shadow runs on a standby engine "
+        "before a voluntary move to it (step-up)",
+    )
+    probe_runs: int = Field(24, ge=4, le=1000, description="engine calls per shadow run")
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)
     events_kept: int = Field(256, ge=1)

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edge_service.monitor.context import Context
     from edge_service.monitor.replay import TraceRecorder
     from edge_service.monitor.source import MonitorSource
+    from edge_service.sim.report import SimulationReport, StrategyResult
 
 
 @app.command()
@@ -257,6 +258,13 @@ def simulate(
     max_power: Annotated[float | None, typer.Option(help="mW")] = None,
     objective: Annotated[str, typer.Option(help="accuracy, latency or energy")] = "accuracy",
     cooldown: Annotated[float, typer.Option(help="seconds before a voluntary switch")] = 5.0,
+    profiles_device: Annotated[
+        str | None,
+        typer.Option(
+            help="replay against the profiles recorded on this device id (the board the "
+            "trace was recorded on); default: this machine's"
+        ),
+    ] = None,
     family: FamilyOpt = None,
     engines_dir: EnginesOpt = None,
     as_json: JsonOpt = False,
@@ -264,6 +272,9 @@ def simulate(
 ) -> None:
     """Replay a Context trace against the profiles (no inference): the budget policy vs
     static-largest, static-smallest and an oracle: SLO violations, accuracy, energy, switches.
+
+    Contexts where a strategy's choice has no profile on the device in that power mode are
+    unpredictable: counted, and left out of that strategy's scores.
     """
     setup_logging(verbose)
     try:
@@ -272,10 +283,13 @@ def simulate(
         from edge_service.hostinfo import device_id
         from edge_service.monitor.replay import read_trace
         from edge_service.repository import load_catalog
+        from edge_service.sim.coverage import require_profiles
         from edge_service.sim.replay import simulate as run
 
         settings = settings_from(family=family, engines_dir=engines_dir)
         catalog = load_catalog(settings.family_dir)
+        device = profiles_device or device_id()
+        require_profiles(catalog, device)
         contexts = read_trace(trace)
         policy = Policy(
             latency_budget_ms=latency_budget,
@@ -285,28 +299,38 @@ def simulate(
             objective=objective,  # type: ignore[arg-type]
             cooldown_s=cooldown,
         )
-        results = run(contexts, Predictor(catalog, device_id()), policy)
+        report = run(contexts, Predictor(catalog, device), policy, catalog=catalog)
     except EdgeServiceError as exc:
         raise fail(exc) from exc
-    payload = {
-        "contexts": len(contexts),
-        "policy": policy.to_dict(),
-        "strategies": [r.to_dict() for r in results],
-    }
     if as_json:
-        emit(payload, True, "")
+        emit({"policy": policy.to_dict(), **report.to_dict()}, True, "")
         return
+    _print_simulation(report, trace.name)
+
+
+def _print_simulation(report: SimulationReport, trace_name: str) -> None:
+    """The strategies as a table, then a line per reason some contexts were unpredictable."""
     from rich.table import Table
 
-    table = Table(title=f"{len(contexts)} contexts from {trace.name}")
-    for col in ("strategy", "SLO violations", "mean top-1", "energy mJ", "switches"):
+    from edge_service.sim.report import notes
+
+    table = Table(
+        title=f"{report.contexts} contexts from {trace_name}, profiles of {report.device}"
+    )
+    # two-line headers, so that the table fits 80 columns with no word cut
+    table.add_column("strategy", no_wrap=True)
+    for col in ("SLO\nviolations", "mean\ntop-1", "energy\nmJ"):
         table.add_column(col)
-    for r in results:
-        energy = (
-            "-"
-            if r.mean_energy_mj is None
-            else (f"{r.mean_energy_mj:.3f}" + (" (est.)" if r.energy_estimated else ""))
-        )
-        acc = "-" if r.mean_accuracy is None else f"{r.mean_accuracy:.4f}"
-        table.add_row(r.name, f"{r.slo_violation_rate:.1%}", acc, energy, str(r.switches))
-    Console().print(table)
+    table.add_column("switches", no_wrap=True)
+    table.add_column("unpredictable", no_wrap=True)
+    for r in report.strategies:
+        table.add_row(*_simulation_row(r))
+    console = Console()
+    console.print(table)
+    for line in notes(report):
+        console.print(line, markup=False, highlight=False)
+
+
+def _simulation_row(r: StrategyResult) -> tuple[str, ...]:
+    """One strategy's table cells; "-" for a score with no predictable context."""
+    return r.cells()

@@ -15,7 +15,8 @@ The rules, in order:
 3. **Objective.** Among the feasible: most accurate (ties to the lower p99), lowest p99, or
    least energy (unknown energy last; ties to the lower p99).
 4. **Nothing feasible.** The fastest (lowest p99) is served with ``feasible=False``, and
-   the reason counts which constraints failed.
+   the reason counts which constraints failed; a current variant within 10% of the
+   fastest stays (near-equal variants would otherwise swap on noise).
 5. **Hysteresis.** A current variant that violates a constraint is left at once. Any other
    move waits for ``cooldown_s`` since the last change, so near-ties cannot make engines
    flap, and a move to a slower variant (an upgrade) also needs its p99 to leave
@@ -190,8 +191,7 @@ def choose(
     )
     feasible = [e for e in estimates if not broken[e.variant_id]]
     if not feasible:
-        pick = fastest(estimates)
-        reason = f"{_failures(broken)} -> serving the fastest, {pick.variant_id}"
+        pick, reason = _fastest_or_current(estimates, current, broken)
     else:
         pick, reason = _settle(ctx, feasible, policy, state, current, now_broken)
     return Choice(
@@ -264,6 +264,23 @@ def best(estimates: Sequence[Estimate], objective: str, prefer: str | None = Non
 def fastest(estimates: Sequence[Estimate]) -> Estimate:
     """Lowest p99; ties to the more accurate, then by id."""
     return best(estimates, "latency")
+
+
+NEAR_FASTEST = 1.1  # with nothing feasible, a current within this of the fastest stays
+
+
+def _fastest_or_current(
+    estimates: Sequence[Estimate], current: Estimate | None, broken: Mapping[str, list[Violation]]
+) -> tuple[Estimate, str]:
+    """With nothing feasible: the fastest, unless the current one is within 10% of it
+    (near-equal fastest variants must not swap on every tick of noise)."""
+    pick = fastest(estimates)
+    if current is not None and current.p99_ms <= pick.p99_ms * NEAR_FASTEST:
+        return current, (
+            f"{_failures(broken)} -> staying on {current.variant_id}, within "
+            f"{NEAR_FASTEST - 1:.0%} of the fastest"
+        )
+    return pick, f"{_failures(broken)} -> serving the fastest, {pick.variant_id}"
 
 
 def _pinned(

@@ -33,6 +33,7 @@ class AdaptationEvent:
     context: dict[str, Any] = field(default_factory=dict)
     predicted_latency_ms: float | None = None
     observed_latency_ms: float | None = None
+    prediction: dict[str, Any] | None = None  # how the target's latency was predicted
     swap_ms: float | None = None  # how long the swap took (None: it failed)
     preloaded: bool | None = None  # whether the new engine was already loaded
     error: str | None = None

@@ -1,4 +1,5 @@
-"""The adaptation loop: sample the monitor, ask the policy, swap engines, log events.
+"""The adaptation loop: sample the monitor, ask the policy, swap engines, log events, and
+measure the variant the strategy wants to know better (shadow runs through ``prober``).
 
 A background thread ticks every ``period_s``. A failing source or a failing engine load
 is logged and recorded; the loop and the engine already serving carry on. Events of kind
@@ -24,6 +25,12 @@ from edge_service.runtime.pool import EnginePool
 
 log = logging.getLogger(__name__)
 
+PROBE_DUTY = 0.05  # at most this share of the time goes to shadow runs' engine calls
+PROBE_MIN_GAP_S = 0.25  # between two shadow measurements
+PROBE_FAILED_WAIT_S = 5.0  # after a shadow run that failed
+
+Prober = Callable[[str], list[float]]  # variant id -> engine ms of each shadow call
+
 
 @dataclass(frozen=True)
 class LoopState:
@@ -48,8 +55,12 @@ class AdaptationLoop:
         period_s: float = 0.5,
         preload_memory_mb: float = 0.0,
         engine_memory_mb: Callable[[str], float] | None = None,
+        prober: Prober | None = None,
     ) -> None:
         self._source, self._pool, self.strategy = source, pool, strategy
+        self._prober = prober
+        self._probe_after = 0.0  # monotonic time before which no shadow run starts
+        self.probes = 0  # shadow measurements made
         self._preload_mb = preload_memory_mb
         self._engine_mb = engine_memory_mb or (lambda _: 0.0)
         self.events = events
@@ -131,7 +142,28 @@ class AdaptationLoop:
         self._context, self._decision = ctx, decision
         if current is None or decision.changed:
             self._switch(ctx.t, ctx, current, decision)
+        self._explore()
         return decision
+
+    def _explore(self) -> None:
+        """Measure the variant the strategy names (if any) by shadow runs, within the
+        duty cycle; a failed run is logged and waits longer, never stops the loop."""
+        now = time.monotonic()
+        if self._prober is None or now < self._probe_after:
+            return
+        target = self.strategy.probe_candidate(self._pool.unhealthy)
+        if target is None:
+            return
+        try:
+            times = self._prober(target)
+        except EdgeServiceError as exc:
+            log.warning("shadow run of %s failed: %s", target, exc.message)
+            self._probe_after = time.monotonic() + PROBE_FAILED_WAIT_S
+            return
+        spent_s = sum(times) / 1e3
+        self._probe_after = time.monotonic() + max(PROBE_MIN_GAP_S, spent_s / PROBE_DUTY)
+        self.probes += 1
+        self.strategy.shadow(target, times)
 
     def _source_failed(self, exc: Exception) -> None:
         """Count and report a failed sample: logged (and recorded as an event when the
@@ -208,6 +240,7 @@ class AdaptationLoop:
                 reason=decision.reason,
                 context=summary,
                 predicted_latency_ms=self.strategy.predicted_ms(decision.variant_id),
+                prediction=self._prediction(decision.variant_id),
                 swap_ms=swap_ms,
                 preloaded=preloaded,
                 error=error,
@@ -220,6 +253,16 @@ class AdaptationLoop:
             decision.reason,
             f" FAILED: {error}" if error else "",
         )
+
+    def _prediction(self, variant_id: str) -> dict[str, object] | None:
+        """How the strategy predicted ``variant_id``: measured or extrapolated (and how
+        far), and how much of it is observation."""
+        estimate = self.strategy.estimate_of(variant_id)
+        return estimate.to_dict() if estimate is not None else None
+
+    def set_prober(self, prober: Prober | None) -> None:
+        """Measure through ``prober`` from now on (None: no shadow runs)."""
+        self._prober = prober
 
     def _preload(self, active: str) -> None:
         """Load the active variant's neighbours on standby, nearest first, within budget."""

@@ -23,21 +23,22 @@ The model has three steps.
    to the one recording more resources, then by name. Linear scaling is a first-order
    model (kernels scale sub-linearly with cores, memory-bound ones barely with clocks);
    step 3 absorbs what it gets wrong.
-3. **Correct.** Latency and energy are multiplied by an online correction, an EWMA of
-   observed / predicted latency clamped to [0.25, 20], fed by `Predictor.observe` with the
-   active engine's times. The correction belongs to the processor, not the variant: what
-   makes the active engine slower than its profile (other processes on the CPU, a busy
-   GPU, throttling) slows every engine on that processor alike, so one correction learned
-   on the active CPU engine applies to every CPU variant (and one for the GPU ones). A
-   per-variant correction would make every variant the server has not run lately look
-   uncontended, and the policy would hop between them. The p99 also learns the tail: once
-   64 calls were observed, a variant's p99 is at least its corrected p50 plus the 99th
-   percentile of the recent *stalls* (observed time minus corrected p50) on that
-   processor. Stalls (preemption by other threads or processes) add time whatever the
-   variant, so they carry over to variants that were not observed.
+3. **Learn.** At batch 1 the scaled (or measured) profile is only the prior. What the server
+   observes refines it (`edge_service.control.learner`): each variant's own latency in each
+   power mode, learned from the calls it served and from shadow runs on a standby engine,
+   with a confidence that grows with samples and decays with age; times the contention
+   shared by every variant on the processor (learned on the served engine: other
+   processes, a busy GPU or throttling slow every engine on it alike); plus the recent
+   stall tail of the served calls, which bounds every variant's p99 (preemption adds time
+   whatever the variant). Observations win once they are confident.
+
+Each estimate says how it was made: ``source`` (measured, scaled from which mode and
+device, or unmeasured), ``extrapolation`` (the factor a profile of another mode or device
+was scaled by; 1.0 when measured here), ``confidence`` and ``samples`` (how much of it is
+observation).
 
 Energy is the profile's energy (or, without one, its mean power x latency) scaled by the
-predicted / measured latency ratio: constant power, so energy follows time. Memory, power
+predicted / profiled latency ratio: constant power, so energy follows time. Memory, power
 and accuracy are taken from the profile and the catalog unscaled. A variant with no profile
 for the requested batch size anywhere is "unmeasured": infinite latency, unknown rest.
 
@@ -50,23 +51,16 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
-from collections import deque
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
-from edge_service.errors import ConfigError
+from edge_service.control.learner import LatencyLearner, Learned
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.context import Context
 from edge_service.repository import Catalog, Profile, Variant
 
 log = logging.getLogger(__name__)
 
-STALL_WINDOW = 512  # engine calls whose stalls are kept (a few seconds at serving rates)
-STALL_MIN = 64  # observed calls before the observed tail is trusted
-STALL_QUANTILE = 0.99
-CORRECTION_MIN = 0.25
-CORRECTION_MAX = 20.0
 MEASURED = "measured"
 UNMEASURED = "unmeasured"
 
@@ -75,11 +69,15 @@ UNMEASURED = "unmeasured"
 class Estimate:
     """What one variant is predicted to cost in one Context, at one batch size.
 
-    ``p50_ms`` / ``p99_ms`` are per call at that batch, correction included (infinite when
+    ``p50_ms`` / ``p99_ms`` are per call at that batch, learning included (infinite when
     unmeasured); ``energy_mj`` is per call, None when neither energy nor power was profiled.
     ``source`` is ``"measured"``, ``"scaled from <mode>"`` (``"... on <device>"`` when the
-    profile is another device's) or ``"unmeasured"``. ``correction`` is the online factor
-    already applied, so ``model_p50_ms`` is what to pass to `Predictor.observe`.
+    profile is another device's) or ``"unmeasured"``; ``extrapolation`` the factor that
+    profile was scaled by (1.0 when measured, infinite when unmeasured). ``prior_p50_ms``
+    is the profile's figure before learning, ``correction`` the processor's contention
+    factor applied, ``confidence`` the weight observations have in ``p50_ms`` and
+    ``samples`` the age-weighted number of them, ``age_s`` the age of the newest (None:
+    never observed); ``mode`` the power mode it is for.
     """
 
     variant_id: str
@@ -92,16 +90,48 @@ class Estimate:
     energy_estimated: bool
     source: str
     correction: float = 1.0
+    prior_p50_ms: float | None = None
+    extrapolation: float = 1.0
+    confidence: float = 0.0
+    samples: float = 0.0
+    age_s: float | None = None
+    mode: str = DEFAULT_POWER_MODE
 
     @property
     def model_p50_ms(self) -> float:
-        """The p50 before the online correction: the ``predicted_ms`` `observe` wants."""
-        return self.p50_ms / self.correction
+        """The profile's p50 in this context before anything was learned."""
+        return self.prior_p50_ms if self.prior_p50_ms is not None else self.p50_ms
 
     @property
     def measured(self) -> bool:
         """True when taken from a profile of this exact device and power mode."""
         return self.source == MEASURED
+
+    @property
+    def extrapolated(self) -> bool:
+        """True when no profile of this device and mode exists (scaled or unmeasured)."""
+        return self.source != MEASURED
+
+    def to_dict(self) -> dict[str, object]:
+        """The prediction as JSON (infinite figures as None) for the status and events."""
+        return {
+            "variant": self.variant_id,
+            "p50_ms": _finite(self.p50_ms),
+            "p99_ms": _finite(self.p99_ms),
+            "prior_p50_ms": _finite(self.prior_p50_ms),
+            "source": self.source,
+            "extrapolated": self.extrapolated,
+            "extrapolation": _finite(self.extrapolation),
+            "confidence": round(self.confidence, 3),
+            "samples": round(self.samples, 1),
+            "age_s": None if self.age_s is None else round(self.age_s, 1),
+            "contention": round(self.correction, 3),
+            "mode": self.mode,
+        }
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass(frozen=True)
@@ -114,30 +144,29 @@ class _Source:
 
 
 class Predictor:
-    """Estimates for every variant of ``catalog`` on ``device``, with online correction.
+    """Estimates for every variant of ``catalog`` on ``device``, refined by ``learner``.
 
-    The correction state is the only mutable part and is guarded by a lock, so the loop
-    thread can `observe` while request threads call `estimate`. Given that state,
-    `estimate` is deterministic.
+    The learner is the only mutable state; it is shared by reference, so a new Predictor
+    (a new policy, a reloaded catalog) keeps what the server has learned. Given the
+    learner's state, `estimate` is deterministic.
     """
 
-    def __init__(self, catalog: Catalog, device: str, *, alpha: float = 0.2) -> None:
-        if not 0.0 < alpha <= 1.0:
-            raise ConfigError(
-                f"predictor alpha must be in (0, 1] (weight of the newest observation), "
-                f"got {alpha}; 0.2 is a good default"
-            )
-        self._catalog, self._device, self._alpha = catalog, device, alpha
+    def __init__(
+        self, catalog: Catalog, device: str, *, learner: LatencyLearner | None = None
+    ) -> None:
+        self._catalog, self._device = catalog, device
+        self._learner = learner if learner is not None else LatencyLearner()
         self._targets = frozenset(v.id for v in controller_targets(catalog, device))
-        self._corrections: dict[str, float] = {}
-        self._stalls: dict[str, deque[float]] = {}  # observed minus corrected p50, per processor
-        self._tail: dict[str, float] = {}  # cached STALL_QUANTILE of _stalls
-        self._lock = threading.Lock()
 
     @property
     def device(self) -> str:
-        """The device name profiles are looked up under."""
+        """The device id profiles are looked up under."""
         return self._device
+
+    @property
+    def learner(self) -> LatencyLearner:
+        """What the server has learned of the variants' latencies."""
+        return self._learner
 
     @property
     def targets(self) -> frozenset[str]:
@@ -148,27 +177,35 @@ class Predictor:
         """Predict ``variant_id`` in ``ctx`` at ``batch``; NotFoundError for an unknown id."""
         variant = self._catalog.variant(variant_id)
         accuracy = device_accuracy(variant, self._device)
-        correction = self.correction(variant_id)
+        mode = _mode_name(ctx)
         found = self._find(variant, ctx, batch)
         if found is None:
-            return _unmeasured(variant_id, accuracy, correction)
+            return _unmeasured(variant_id, accuracy, mode)
         stats = found.profile.latency[str(batch)]
-        measured = found.device == self._device and found.mode == _mode_name(ctx)
+        measured = found.device == self._device and found.mode == mode
         factor = 1.0 if measured else scale_factor(found.profile, variant, ctx)
-        p50 = stats.p50_ms * factor * correction
-        exact = measured and batch == 1 and correction == 1.0
-        energy, energy_estimated = _energy(found.profile, p50, exact=exact)
+        prior50, prior99 = stats.p50_ms * factor, stats.p99_ms * factor
+        learned = self._learned(variant_id, mode, prior50, prior99, batch)
+        untouched = learned.samples == 0 and learned.contention == 1.0
+        exact = measured and batch == 1 and untouched
+        energy, energy_estimated = _energy(found.profile, learned.p50_ms, exact=exact)
         return Estimate(
             variant_id=variant_id,
             accuracy=accuracy,
-            p50_ms=p50,
-            p99_ms=self._p99(variant_id, stats.p99_ms * factor, stats.p50_ms * factor, correction),
+            p50_ms=learned.p50_ms,
+            p99_ms=learned.p99_ms,
             memory_mb=found.profile.memory_mb,
             power_mw=found.profile.power_mw,
             energy_mj=energy,
             energy_estimated=energy_estimated,
             source=MEASURED if measured else self._scaled_label(found),
-            correction=correction,
+            correction=learned.contention,
+            prior_p50_ms=prior50,
+            extrapolation=factor,
+            confidence=learned.confidence,
+            samples=learned.samples,
+            age_s=learned.age_s,
+            mode=mode,
         )
 
     def estimates(
@@ -184,64 +221,39 @@ class Predictor:
         ]
         return [self.estimate(vid, ctx, batch) for vid in wanted]
 
-    def observe(self, variant_id: str, observed_ms: float, predicted_ms: float) -> None:
-        """Fold one observation into ``variant_id``'s correction.
+    def observe(self, estimate: Estimate, observed_ms: float, *, shadow: bool = False) -> None:
+        """Fold one batch-1 engine call of ``estimate``'s variant, in ``estimate``'s mode,
+        into what is learned: ``shadow`` for a measuring run beside the served load (it
+        teaches that variant only), else a served call (it also moves the processor's
+        contention and stall tail). NotFoundError for an unknown variant; ValueError for
+        a negative or non-finite time."""
+        processor = self._key(estimate.variant_id)  # NotFoundError for a typo
+        self._learner.observe(
+            estimate.variant_id,
+            estimate.mode,
+            processor,
+            observed_ms,
+            estimate.model_p50_ms,
+            shadow=shadow,
+        )
 
-        ``predicted_ms`` is the model's prediction *before* correction
-        (`Estimate.model_p50_ms`): the correction is an EWMA of observed / model, so feeding
-        it corrected predictions would compound. Each ratio is clamped to [0.25, 20] before
-        averaging, so one outlier (a GC pause) cannot swing the estimate to the bound. A
-        prediction that is not a positive finite number (an unmeasured variant) teaches
-        nothing and is skipped.
-        """
-        key = self._key(variant_id)  # NotFoundError for a typo, not a silent entry
-        if not (math.isfinite(observed_ms) and observed_ms >= 0):
-            raise ValueError(f"observed_ms must be a finite latency >= 0, got {observed_ms}")
-        if not (math.isfinite(predicted_ms) and predicted_ms > 0):
-            log.debug("no correction for %s: prediction %s is not usable", variant_id, predicted_ms)
-            return
-        ratio = _clamp(observed_ms / predicted_ms)
-        with self._lock:
-            old = self._corrections.get(key, 1.0)
-            new = self._corrections[key] = _clamp(old + self._alpha * (ratio - old))
-            stalls = self._stalls.setdefault(key, deque(maxlen=STALL_WINDOW))
-            stalls.append(observed_ms - predicted_ms * new)
-            self._tail.pop(key, None)
+    def correction(self, variant_id: str, mode: str = DEFAULT_POWER_MODE) -> float:
+        """The contention factor now applied to ``variant_id``'s processor in ``mode``."""
+        return self._learner.contention(self._key(variant_id), mode)
 
-    def correction(self, variant_id: str) -> float:
-        """The factor now applied to ``variant_id``'s latency and energy: its processor's
-        (1.0 until an engine on that processor was observed)."""
-        key = self._key(variant_id)
-        with self._lock:
-            return self._corrections.get(key, 1.0)
-
-    def reset(self, variant_id: str) -> None:
-        """Forget the correction of ``variant_id``'s processor (e.g. after re-profiling)."""
-        key = self._key(variant_id)
-        with self._lock:
-            self._corrections.pop(key, None)
-            self._stalls.pop(key, None)
-            self._tail.pop(key, None)
-
-    def _p99(self, variant_id: str, model_p99: float, model_p50: float, correction: float) -> float:
-        """The profile's p99 scaled by the correction, or, once enough engine calls were
-        observed, the corrected p50 plus the observed tail of stalls (what the board adds
-        on top of the engine's own time: preemption by other threads and processes),
-        whichever is larger."""
-        key = self._key(variant_id)
-        with self._lock:
-            tail = self._tail.get(key)
-            stalls = self._stalls.get(key)
-            if tail is None and stalls is not None and len(stalls) >= STALL_MIN:
-                ordered = sorted(stalls)
-                tail = self._tail[key] = ordered[int(STALL_QUANTILE * (len(ordered) - 1))]
-        scaled = model_p99 * correction
-        if tail is None:
-            return scaled
-        return max(scaled, model_p50 * correction + tail)
+    def _learned(
+        self, variant_id: str, mode: str, prior50: float, prior99: float, batch: int
+    ) -> Learned:
+        """Batch 1 is learned per variant; other batch sizes (never observed one by one)
+        take the profile times the processor's contention."""
+        processor = self._key(variant_id)
+        if batch == 1:
+            return self._learner.learned(variant_id, mode, processor, prior50, prior99)
+        c = self._learner.contention(processor, mode)
+        return Learned(prior50 * c, prior99 * c, 0.0, 0.0, c, None, None)
 
     def _key(self, variant_id: str) -> str:
-        """``"gpu"`` or ``"cpu"``: which processor's correction applies to the variant."""
+        """``"gpu"`` or ``"cpu"``: which processor's contention applies to the variant."""
         variant = self._catalog.variant(variant_id)
         profiles = [p for modes in variant.profiles.values() for p in modes.values()]
         on_gpu = variant.backend == "tensorrt" or any(is_gpu_backend(variant, p) for p in profiles)
@@ -341,8 +353,8 @@ def _energy(profile: Profile, p50_ms: float, *, exact: bool) -> tuple[float | No
     """(energy per call in mJ, whether estimated) for a call predicted to take ``p50_ms``.
 
     Constant power: energy follows time, from the profiled batch-1 energy, else from the
-    profiled mean power. ``exact`` is True only for the profile's own mode, batch 1, and no
-    correction: anything else is a model, so it counts as estimated.
+    profiled mean power. ``exact`` is True only for the profile's own mode, batch 1, and
+    nothing learned: anything else is a model, so it counts as estimated.
     """
     base_ms = profile.latency_ms(1)
     if profile.energy_mj is not None and base_ms:
@@ -352,7 +364,7 @@ def _energy(profile: Profile, p50_ms: float, *, exact: bool) -> tuple[float | No
     return None, True
 
 
-def _unmeasured(variant_id: str, accuracy: float | None, correction: float) -> Estimate:
+def _unmeasured(variant_id: str, accuracy: float | None, mode: str) -> Estimate:
     return Estimate(
         variant_id=variant_id,
         accuracy=accuracy,
@@ -363,12 +375,10 @@ def _unmeasured(variant_id: str, accuracy: float | None, correction: float) -> E
         energy_mj=None,
         energy_estimated=True,
         source=UNMEASURED,
-        correction=correction,
+        prior_p50_ms=math.inf,
+        extrapolation=math.inf,
+        mode=mode,
     )
-
-
-def _clamp(correction: float) -> float:
-    return min(CORRECTION_MAX, max(CORRECTION_MIN, correction))
 
 
 def _mode_name(ctx: Context) -> str:

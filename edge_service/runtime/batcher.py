@@ -9,6 +9,11 @@ stays bounded however hard clients push.
 A job does not carry a tensor but a ``prepare(variant_id)`` function: the variant is only
 known when the worker leases the engine, and variants differ in input resolution, so the
 frame is resized for the engine that will actually run it.
+
+Shadow runs (`MicroBatcher.shadow`) measure a variant that is not served, for the
+controller, in the worker's idle time: one engine call at a time, only while no request
+waits, spaced by a gap, so a request never shares the processor with a measurement it
+did not ask for and waits at most one such call.
 """
 
 from __future__ import annotations
@@ -53,6 +58,20 @@ class _Job:
     submitted: float = field(default_factory=time.perf_counter)
 
 
+@dataclass(eq=False)  # identity: a probe is found in the deque by itself
+class _Probe:
+    """A shadow measurement in progress: ``runs`` calls of ``variant_id`` on ``x``."""
+
+    variant_id: str
+    x: np.ndarray
+    runs: int
+    gap_s: float
+    times_ms: list[float] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    next_t: float = 0.0
+    error: str | None = None
+
+
 @dataclass
 class BatcherStats:
     """Counters since start (read by /metrics and the v2 statistics endpoint)."""
@@ -86,6 +105,7 @@ class MicroBatcher:
         self._delay_s = max_delay_ms / 1e3
         self._on_batch = on_batch
         self._queue: deque[_Job] = deque()
+        self._probes: deque[_Probe] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self.stats = BatcherStats()
@@ -133,25 +153,64 @@ class MicroBatcher:
             self._closed = True
             left = list(self._queue)
             self._queue.clear()
+            for probe in self._probes:
+                probe.done.set()
+            self._probes.clear()
             self._cond.notify_all()
         for job in left:
             job.future.set_exception(OverloadedError("the server is shutting down", 5.0))
         for t in self._threads:
             t.join(timeout)
 
+    def shadow(
+        self, variant_id: str, x: np.ndarray, runs: int, *, gap_s: float = 0.002,
+        timeout_s: float = 2.0,
+    ) -> list[float]:  # fmt: skip
+        """Time ``runs`` calls of ``variant_id`` on ``x`` in the worker's idle time (module
+        doc); the engine milliseconds of each call made before ``timeout_s``. EngineError
+        when the variant's engine fails."""
+        probe = _Probe(variant_id, x, runs, gap_s)
+        with self._cond:
+            if self._closed:
+                return []
+            self._probes.append(probe)
+            self._cond.notify()
+        probe.done.wait(timeout_s)
+        with self._cond:
+            if probe in self._probes:
+                self._probes.remove(probe)
+        if probe.error is not None:
+            raise EngineError(f"shadow run of {variant_id} failed: {probe.error}")
+        return list(probe.times_ms)
+
     def _run(self) -> None:
         while True:
             batch = self._collect()
             if batch is None:
                 return
-            self._execute(batch)
+            if isinstance(batch, _Probe):
+                self._probe_once(batch)
+            else:
+                self._execute(batch)
 
-    def _collect(self) -> list[_Job] | None:
+    def _idle_probe(self) -> tuple[_Probe | None, float | None]:
+        """Under the lock: a shadow run due now, else how long until one is."""
+        if not self._probes:
+            return None, None
+        probe = self._probes[0]
+        wait = probe.next_t - time.perf_counter()
+        return (probe, None) if wait <= 0 else (None, wait)
+
+    def _collect(self) -> list[_Job] | _Probe | None:
         """The next batch: the oldest job plus queued ones for the same target, up to
-        ``max_batch`` rows, waiting at most the delay for more."""
+        ``max_batch`` rows, waiting at most the delay for more; or, with no job queued, a
+        shadow run that is due."""
         with self._cond:
             while not self._queue and not self._closed:
-                self._cond.wait()
+                probe, wait = self._idle_probe()
+                if probe is not None:
+                    return probe
+                self._cond.wait(wait)
             if self._closed:
                 return None
             first = self._queue.popleft()
@@ -176,6 +235,22 @@ class MicroBatcher:
                 del self._queue[i]
                 return job
         return None
+
+    def _probe_once(self, probe: _Probe) -> None:
+        """One call of a shadow run, timed; the run ends when it has its calls or fails."""
+        try:
+            with self._pool.lease(probe.variant_id) as (_, engine):
+                started = time.perf_counter()
+                engine.infer(probe.x)
+                probe.times_ms.append((time.perf_counter() - started) * 1e3)
+        except Exception as exc:  # noqa: BLE001 - the caller learns why; the worker lives on
+            probe.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        probe.next_t = time.perf_counter() + probe.gap_s
+        if probe.error is not None or len(probe.times_ms) >= probe.runs:
+            with self._cond:
+                if probe in self._probes:
+                    self._probes.remove(probe)
+            probe.done.set()
 
     def _execute(self, batch: list[_Job]) -> None:
         live = [j for j in batch if j.future.set_running_or_notify_cancel()]

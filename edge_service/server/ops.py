@@ -94,6 +94,7 @@ async def status(
                 status=v.status,
                 status_reason=v.status_reason,
                 precision_drop=v.precision_drop,
+                prediction=_prediction(service, v.id),
             )
         )
     return StatusResponse(
@@ -122,7 +123,13 @@ async def status(
         latency_ms=service.telemetry.window(),
         device_name=current_device().name,
         build=service.build_state(),
+        shadow_runs=service.loop.probes,
     )
+
+
+def _prediction(service: Service, variant_id: str) -> dict[str, object] | None:
+    estimate = service.loop.strategy.estimate_of(variant_id)
+    return estimate.to_dict() if estimate is not None else None
 
 
 @router.get(

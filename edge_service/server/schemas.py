@@ -89,6 +89,14 @@ class VariantOut(BaseModel):
     status: GateStatus = Field("servable", description=STATUS_DOC)
     status_reason: str | None = Field(None, description=REASON_DOC)
     precision_drop: float | None = Field(None, description=DROP_DOC)
+    prediction: dict[str, Any] | None = Field(
+        None,
+        description="the controller's latest prediction for it in the current context "
+        "(budget policy): p50_ms, p99_ms, prior_p50_ms (the profile's), source (measured | "
+        "scaled from <mode>[ on <device>] | unmeasured), extrapolated, extrapolation (the "
+        "factor a profile of another mode or device was scaled by), confidence (0-1: the "
+        "weight of observations), samples, age_s, contention, mode",
+    )
 
 
 class StatusResponse(BaseModel):
@@ -116,6 +124,7 @@ class StatusResponse(BaseModel):
     last_swap_ms: float | None
     latency_ms: dict[str, Any] = Field(description="server-side p50/p99 over the last 5 s")
     device_name: str = Field("", description="this device, readable (device is its id)")
+    shadow_runs: int = Field(0, description="variants measured on standby engines so far")
     build: dict[str, Any] | None = Field(
         None,
         description="the family's build: complete, front (device|shipped|only|base), "

@@ -16,10 +16,16 @@ from edge_service.buildstate import read_progress
 from edge_service.config import Settings
 from edge_service.control.budget import Policy
 from edge_service.control.events import AdaptationEvent, EventLog
+from edge_service.control.learner import LatencyLearner
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, Decision, SimpleRule
 from edge_service.control.predictor import Predictor, controller_targets
-from edge_service.control.strategy import BudgetStrategy, PressureStrategy, Strategy
+from edge_service.control.strategy import (
+    BudgetStrategy,
+    Exploration,
+    PressureStrategy,
+    Strategy,
+)
 from edge_service.data.pipeline import Preprocess
 from edge_service.errors import MonitorError
 from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
@@ -61,6 +67,7 @@ class Service:
     background: BackgroundBuild | None = None  # EDGE_BACKGROUND_BUILD: the rest of the family
     watcher: CatalogWatcher | None = None
     on_reload: list[Callable[[Catalog], None]] = field(default_factory=list)
+    learner: LatencyLearner = field(default_factory=LatencyLearner)  # outlives strategies
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
         """How a request becomes one variant's input (its own resolution); without a
@@ -95,7 +102,7 @@ class Service:
         with self._ops_lock:
             self.policy = policy
             return self.loop.set_strategy(
-                strategy_for(policy, self.settings, self.catalog, self.device)
+                strategy_for(policy, self.settings, self.catalog, self.device, self.learner)
             )
 
     def set_power_mode(self, mode: int | str) -> ModeChange:
@@ -155,6 +162,7 @@ class Service:
                 engine_loader(catalog, self.settings.family_dir, self.power.threads)
             )
             now = {v.id: v.artifact.sha256 for v in catalog.variants}
+            self.learner.forget(v for v, sha in now.items() if before.get(v) not in (None, sha))
             active = self.pool.active_id
             if active in now and before.get(active) not in (None, now[active]):
                 self.pool.reload()
@@ -164,8 +172,22 @@ class Service:
                 f" (new: {', '.join(added)})" if added else ""
             )
             self.events.append(AdaptationEvent.note("catalog", reason, active))
-            strategy = strategy_for(self.policy, self.settings, catalog, self.device)
+            strategy = strategy_for(self.policy, self.settings, catalog, self.device, self.learner)
         self.loop.set_strategy(strategy)
+
+    def shadow_run(self, variant_id: str) -> list[float]:
+        """Time ``settings.probe_runs`` engine calls of ``variant_id`` in the batcher's idle
+        time, spaced like a served stream (the loop's prober): loaded here first (standby or
+        the pinned cache), so the worker never waits for a load; the first calls are
+        dropped."""
+        with self.pool.lease(variant_id):
+            pass
+        x = self.preprocess(variant_id).from_bytes(_blank_png())
+        runs = self.settings.probe_runs + SHADOW_WARMUP
+        times = self.batcher.shadow(
+            variant_id, x, runs, gap_s=SHADOW_GAP_S, timeout_s=runs * SHADOW_GAP_S + 2.0
+        )
+        return times[SHADOW_WARMUP:]
 
     def _power_event(self, reason: str, error: str | None) -> None:
         self.events.append(AdaptationEvent.note("power_mode", reason, self.pool.active_id, error))
@@ -264,8 +286,35 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
-def strategy_for(policy: Policy, settings: Settings, catalog: Catalog, device: str) -> Strategy:
-    """The budget policy when the operator set any budget or pin, else the pressure rule."""
+SHADOW_WARMUP = 2  # calls of a shadow run not counted (caches, lazy allocations)
+# Shadow calls are spaced like a served stream: back to back, an engine runs warmer (hot
+# caches, its threads still spinning) than it will when serving, and the measurement
+# would promise a latency it then does not keep.
+SHADOW_GAP_S = 0.015
+
+
+def _blank_png() -> bytes:
+    """A small black PNG: what a shadow run feeds (latency does not depend on pixels)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def strategy_for(
+    policy: Policy,
+    settings: Settings,
+    catalog: Catalog,
+    device: str,
+    learner: LatencyLearner | None = None,
+) -> Strategy:
+    """The budget policy when the operator set any budget or pin, else the pressure rule.
+    The budget policy learns into ``learner`` (kept by the service across policies) and
+    measures before it moves when ``settings.explore``."""
     budgets = (
         policy.latency_budget_ms,
         policy.min_accuracy,
@@ -273,7 +322,8 @@ def strategy_for(policy: Policy, settings: Settings, catalog: Catalog, device: s
         policy.max_power_mw,
     )
     if policy.pins or any(b is not None for b in budgets) or policy.objective != "accuracy":
-        return BudgetStrategy(Predictor(catalog, device), policy)
+        predictor = Predictor(catalog, device, learner=learner)
+        return BudgetStrategy(predictor, policy, Exploration(enabled=settings.explore))
     rule = SimpleRule(
         cpu_high=settings.cpu_pressure_high,
         mem_high=settings.mem_pressure_high,
@@ -282,9 +332,11 @@ def strategy_for(policy: Policy, settings: Settings, catalog: Catalog, device: s
     return PressureStrategy(candidates(catalog, device, DEFAULT_POWER_MODE), rule)
 
 
-def make_strategy(settings: Settings, catalog: Catalog, device: str) -> Strategy:
+def make_strategy(
+    settings: Settings, catalog: Catalog, device: str, learner: LatencyLearner | None = None
+) -> Strategy:
     """The strategy the settings ask for at start."""
-    return strategy_for(policy_from(settings), settings, catalog, device)
+    return strategy_for(policy_from(settings), settings, catalog, device, learner)
 
 
 def start_service(
@@ -307,11 +359,12 @@ def start_service(
         nvpmodel=power.nvp,
     )
     policy = policy_from(settings)
+    learner = LatencyLearner()
     served = [catalog]  # the catalog served now (reload_catalog replaces it)
     loop = AdaptationLoop(
         source=src,
         pool=pool,
-        strategy=strategy_for(policy, settings, catalog, device),
+        strategy=strategy_for(policy, settings, catalog, device, learner),
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
@@ -334,6 +387,7 @@ def start_service(
         settings, catalog, pool, loop, events, src, device, time.time(),
         power, batcher, telemetry, hub, policy,
     )  # fmt: skip
+    service.learner = learner
     service.on_reload.append(lambda new: served.__setitem__(0, new))
     telemetry.registry.register(StateCollector(service.live_state))
     _warn_if_foreign(service)
@@ -341,6 +395,7 @@ def start_service(
     loop.listen(lambda ctx, _decision: hub.publish("context", context_frame(service, ctx)))
     if pool.ready:
         service.warm_up()
+    loop.set_prober(service.shadow_run)
     service.watcher = CatalogWatcher(
         settings.family_dir, service.reload_catalog, settings.catalog_poll_s
     )

@@ -698,7 +698,7 @@
       prec.appendChild(el("span", `chip prec-${v.precision}`, v.precision));
       tr.append(el("td", "mono", v.id), prec,
         el("td", "num", finite(v.accuracy) ? `${num(v.accuracy * 100, 1)} %` : "—"),
-        el("td", "num", msText(v.latency_p50_ms)), gateCell(v));
+        el("td", "num", msText(v.latency_p50_ms)), predictionCell(v.prediction), gateCell(v));
       const status = v.status || "servable";
       if (status !== "servable") {
         tr.classList.add(`gate-${status}`);  // greyed: never the controller's choice
@@ -706,9 +706,31 @@
       }
       return tr;
     });
-    $("variants-body").replaceChildren(...(rows.length ? rows : [emptyRow(5, "no variants")]));
+    $("variants-body").replaceChildren(...(rows.length ? rows : [emptyRow(6, "no variants")]));
     const held = list.filter((v) => (v.status || "servable") !== "servable").length;
     setText("variants-note", `${list.length} in the catalog` + (held ? `, ${held} not servable` : ""));
+  }
+
+  // The controller's prediction: p99, and how it was made. "learned 80%" says how much of it
+  // is observation (served calls, shadow runs); "extrapolated ×2.0" that no profile of this
+  // mode and device exists, so the profile of another was scaled by that factor.
+  function predictionCell(p) {
+    const td = el("td", "num prediction");
+    if (!p) { td.textContent = "—"; return td; }
+    td.appendChild(el("span", "", msText(p.p99_ms)));
+    let how = "profile";
+    let kind = "";
+    if (p.extrapolated) {
+      how = finite(p.extrapolation) ? `extrapolated ×${num(p.extrapolation, 2)}` : "unmeasured";
+      kind = "warn";
+    }
+    if (p.confidence >= 0.05) how += ` · learned ${Math.round(p.confidence * 100)}%`;
+    if (p.confidence >= 0.5) kind = "ok";
+    td.appendChild(el("span", `reason chip ${kind}`, how));
+    td.title = `${p.source}; ${num(p.samples, 0)} samples` +
+      (finite(p.age_s) ? `, newest ${num(p.age_s, 1)} s old` : "") +
+      `; contention ×${num(p.contention, 2)}; profile p50 ${msText(p.prior_p50_ms)} ms`;
+    return td;
   }
 
   // The build gate's verdict: a chip, with the reason in a line below (and on hover).

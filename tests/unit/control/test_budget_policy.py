@@ -399,3 +399,13 @@ def test_policy_pins_are_a_private_copy_when_caller_mutates_its_dict() -> None:
     policy = Policy(pins=pins)
     pins["MAXN"] = "other@fp32"
     assert policy.pins == {"MAXN": "base@fp32"} and hash(policy) == hash(Policy(pins=pins))
+
+
+def test_nothing_feasible_keeps_the_current_variant_when_it_is_nearly_the_fastest() -> None:
+    slow = Policy(latency_budget_ms=0.01)
+    ests = [est("a", 0.90, 1.00), est("b", 0.91, 1.05), est("c", 0.93, 3.0)]
+    kept = choose(ctx(10.0), ests, slow, PolicyState("b", 0.0))
+    assert kept.variant_id == "b" and not kept.changed and not kept.feasible
+    assert "within 10% of the fastest" in kept.reason
+    moved = choose(ctx(10.0), ests, slow, PolicyState("c", 0.0))
+    assert moved.variant_id == "a" and moved.changed

@@ -1,12 +1,20 @@
-"""The predictor: measured profiles as is, other modes scaled, online correction, energy."""
+"""The predictor: measured profiles as is, other modes scaled, online learning, energy."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from typing import Any
 
 import pytest
 
+from edge_service.control.learner import (
+    CONTENTION_MAX,
+    CONTENTION_MIN,
+    LatencyLearner,
+    LearnerConfig,
+)
 from edge_service.control.predictor import Predictor
 from edge_service.errors import ConfigError, NotFoundError
 from edge_service.monitor.context import Context, PowerMode
@@ -214,106 +222,213 @@ def test_energy_is_none_when_neither_energy_nor_power_was_profiled() -> None:
     assert e.energy_mj is None and e.energy_estimated
 
 
-def test_correction_moves_by_alpha_when_one_observation_comes_in() -> None:
-    p = Predictor(CATALOG, DEVICE)
-    p.observe(CPU, observed_ms=4.0, predicted_ms=2.0)
-    assert p.correction(CPU) == pytest.approx(1.2)
-    assert p.correction(GPU) == 1.0
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
 
 
-def test_correction_learned_on_one_cpu_engine_applies_to_every_cpu_variant() -> None:
-    p = Predictor(CATALOG, DEVICE)
-    p.observe(CPU, observed_ms=4.0, predicted_ms=2.0)  # contention seen on the active engine
+def learning(**config: Any) -> tuple[Predictor, Clock]:
+    clock = Clock()
+    learner = LatencyLearner(LearnerConfig(**config), clock=clock)
+    return Predictor(CATALOG, DEVICE, learner=learner), clock
+
+
+CPU2 = VariantSpec(("p25", "id"), "fp32").id
+TWO_CPU = catalog(
+    variant(CPU, "onnxruntime", {DEVICE: {"MAXN": CPU_MAXN}}),
+    variant(CPU2, "onnxruntime", {DEVICE: {"MAXN": profile(1.0, cores=8)}}),
+)
+
+
+def serve(p: Predictor, vid: str, ms: float, n: int, mode: str = "MAXN") -> None:
+    """``n`` served calls of ``vid`` taking ``ms`` each."""
+    for _ in range(n):
+        p.observe(p.estimate(vid, ctx(mode)), ms)
+
+
+def test_contention_holds_while_the_served_variant_is_being_learned() -> None:
+    p, _ = learning(anchor_n=8)
+    serve(p, CPU, 4.0, 7)  # profile 2.0 ms: its own cost is 2x, not contention
+    assert p.correction(CPU, "MAXN") == 1.0
+    assert p.estimate(CPU, ctx()).p50_ms > 2.0  # what it learned is its own
+
+
+def test_contention_moves_one_step_when_a_learned_variant_runs_slower() -> None:
+    p, _ = learning(anchor_n=8, step=0.05)
+    serve(p, CPU, 2.0, 8)
+    p.observe(p.estimate(CPU, ctx()), 4.0)  # twice its learned 2.0 ms
+    assert p.correction(CPU, "MAXN") == pytest.approx(math.exp(0.05))
+    assert p.correction(GPU, "MAXN") == 1.0
+
+
+def test_contention_follows_a_competitor_within_a_few_dozen_calls() -> None:
+    p, _ = learning()
+    serve(p, CPU, 2.0, 20)
+    serve(p, CPU, 6.0, 30)  # a competitor triples the served engine's time
+    assert p.correction(CPU, "MAXN") == pytest.approx(3.0, rel=0.1)
+    serve(p, CPU, 2.0, 30)  # it left
+    assert p.correction(CPU, "MAXN") == pytest.approx(1.0, rel=0.1)
+
+
+def test_contention_does_not_drift_when_latencies_are_skewed_but_steady() -> None:
+    p, _ = learning()
+    for i in range(2000):  # a long right tail: one call in five takes 4x
+        p.observe(p.estimate(CPU, ctx()), 8.0 if i % 5 == 0 else 2.0)
+    assert p.correction(CPU, "MAXN") == pytest.approx(1.0, abs=0.2)
+    assert p.estimate(CPU, ctx()).p50_ms == pytest.approx(2.0, rel=0.1)
+
+
+def test_contention_seen_on_the_served_engine_applies_to_every_cpu_variant() -> None:
+    p, _ = learning()
+    serve(p, CPU, 2.0, 8)
+    p.observe(p.estimate(CPU, ctx()), 4.0)
     cpu_variants = [v.id for v in CATALOG.variants if p._key(v.id) == "cpu"]
     assert len(cpu_variants) >= 2
-    assert all(p.correction(v) == pytest.approx(1.2) for v in cpu_variants)
-    assert p.correction(GPU) == 1.0
+    assert all(p.correction(v, "MAXN") > 1.0 for v in cpu_variants)
+    assert p.estimate(GPU, ctx()).p50_ms == 1.0  # on the GPU: untouched
 
 
-def test_correction_converges_to_observed_over_predicted_when_fed_repeatedly() -> None:
-    p = Predictor(CATALOG, DEVICE, alpha=0.3)
+def test_served_observations_win_over_the_profile_once_confident() -> None:
+    p, _ = learning()
+    serve(p, CPU, 3.0, 300)
+    e = p.estimate(CPU, ctx())
+    assert e.p50_ms == pytest.approx(3.0, rel=0.05)
+    assert e.confidence > 0.9 and e.samples == pytest.approx(256)
+    assert e.prior_p50_ms == 2.0 and e.model_p50_ms == 2.0
+
+
+def test_shadow_runs_teach_their_variant_and_leave_the_contention_alone() -> None:
+    p, _ = learning()
+    p2 = Predictor(TWO_CPU, DEVICE, learner=p.learner)
+    for _ in range(200):
+        p2.observe(p2.estimate(CPU2, ctx()), 1.5, shadow=True)  # profile 1.0 ms
+    assert p2.correction(CPU, "MAXN") == 1.0
+    assert p2.estimate(CPU2, ctx()).p50_ms == pytest.approx(1.5, rel=0.05)
+    assert p2.estimate(CPU, ctx()).p50_ms == 2.0  # the other variant learned nothing
+    assert p2.learner.last_shadow(CPU2, "MAXN") is not None
+
+
+def test_each_variant_keeps_its_own_latency_when_another_one_is_served() -> None:
+    """The served variant runs 2x its profile (its own overhead, not contention); a shadow
+    run shows the other at 1.2x. Each is then predicted at what it really costs, not the
+    served one's ratio applied to all."""
+    p = Predictor(TWO_CPU, DEVICE, learner=LatencyLearner(clock=Clock()))
+    for _ in range(300):
+        p.observe(p.estimate(CPU, ctx()), 4.0)  # served: profile 2.0
+    for _ in range(24):  # one shadow run
+        p.observe(p.estimate(CPU2, ctx()), 1.2, shadow=True)  # shadow: profile 1.0
+        p.observe(p.estimate(CPU, ctx()), 4.0)
+    assert p.correction(CPU, "MAXN") == pytest.approx(1.0)
+    assert p.estimate(CPU, ctx()).p50_ms == pytest.approx(4.0, rel=0.05)
+    assert 1.0 < p.estimate(CPU2, ctx()).p50_ms <= 1.2  # between its profile and the truth
+
+
+def test_contention_on_the_served_engine_raises_a_measured_variant_alike() -> None:
+    p = Predictor(TWO_CPU, DEVICE, learner=LatencyLearner(clock=Clock()))
+    serve(p, CPU, 2.0, 100)
     for _ in range(60):
-        e = p.estimate(CPU, ctx())
-        p.observe(CPU, observed_ms=3.0, predicted_ms=e.model_p50_ms)
-    e = p.estimate(CPU, ctx())
-    assert p.correction(CPU) == pytest.approx(1.5, rel=1e-6)
-    assert e.p50_ms == pytest.approx(3.0, rel=1e-6) and e.model_p50_ms == pytest.approx(2.0)
+        p.observe(p.estimate(CPU2, ctx()), 1.0, shadow=True)
+    serve(p, CPU, 6.0, 60)  # a competitor triples the served engine's time
+    assert p.estimate(CPU2, ctx()).p50_ms == pytest.approx(3.0, rel=0.1)
 
 
-def test_correction_applies_to_energy_when_observed_latency_differs() -> None:
-    p = Predictor(CATALOG, DEVICE, alpha=1.0)
-    p.observe(CPU, observed_ms=4.0, predicted_ms=2.0)
-    e = p.estimate(CPU, ctx())
-    assert e.p50_ms == 4.0 and e.energy_mj == pytest.approx(20.0) and e.energy_estimated
+def test_confidence_decays_back_to_the_profile_when_observations_age() -> None:
+    p, clock = learning(half_life_s=10.0)
+    serve(p, CPU, 3.0, 100)
+    young = p.estimate(CPU, ctx())
+    clock.t += 200.0  # twenty half-lives
+    old = p.estimate(CPU, ctx())
+    assert young.confidence > 0.7 and old.confidence < 0.01
+    assert old.age_s == pytest.approx(200.0)
+    assert old.p50_ms == pytest.approx(2.0 * old.correction, rel=0.01)
+
+
+def test_learning_is_kept_per_power_mode_when_the_mode_changes() -> None:
+    p, _ = learning()
+    serve(p, CPU, 3.0, 100, mode="MAXN")
+    assert p.estimate(CPU, ctx("15W", cores=4)).samples == 0
+    assert p.estimate(CPU, ctx("MAXN")).samples > 50
+
+
+def test_a_new_mode_starts_from_the_processors_last_contention() -> None:
+    p, _ = learning()
+    serve(p, CPU, 4.0, 100, mode="MAXN")
+    assert p.correction(CPU, "15W") == pytest.approx(p.correction(CPU, "MAXN"))
 
 
 @pytest.mark.parametrize(("observed", "bound"), [(1e6, 20.0), (0.0, 0.25)])
-def test_correction_is_clamped_when_observations_are_extreme(observed: float, bound: float) -> None:
-    p = Predictor(CATALOG, DEVICE)
+def test_contention_stays_within_its_bounds_when_observations_are_extreme(
+    observed: float, bound: float
+) -> None:
+    p, _ = learning()
+    serve(p, CPU, 2.0, 8)
     for _ in range(200):
-        p.observe(CPU, observed_ms=observed, predicted_ms=1.0)
-    assert p.correction(CPU) == pytest.approx(bound)
+        p.learner.observe(CPU, "MAXN", "cpu", observed, 1.0)
+        c = p.correction(CPU, "MAXN")
+        assert CONTENTION_MIN <= c <= CONTENTION_MAX
+    assert math.log(c) * math.log(bound) > 0  # it moved towards that bound
 
 
-def test_one_outlier_moves_correction_at_most_alpha_times_bound_when_clamped() -> None:
-    p = Predictor(CATALOG, DEVICE)
-    p.observe(CPU, observed_ms=1e6, predicted_ms=1.0)
-    assert p.correction(CPU) == pytest.approx(0.8 + 0.2 * 20.0)
+def test_one_outlier_moves_contention_by_one_step_only() -> None:
+    p, _ = learning(step=0.05)
+    serve(p, CPU, 2.0, 8)
+    p.observe(p.estimate(CPU, ctx()), 1e6)
+    assert p.correction(CPU, "MAXN") == pytest.approx(math.exp(0.05))
 
 
-def test_reset_restores_unit_correction_when_called() -> None:
-    p = Predictor(CATALOG, DEVICE)
-    p.observe(CPU, 5.0, 1.0)
-    p.reset(CPU)
-    assert p.correction(CPU) == 1.0
-
-
-def test_observe_skips_when_prediction_is_unmeasured() -> None:
-    p = Predictor(CATALOG, DEVICE)
-    p.observe(BARE, 5.0, math.inf)
-    assert p.correction(BARE) == 1.0
+def test_observe_moves_no_contention_when_the_variant_is_unmeasured() -> None:
+    p, _ = learning()
+    p.observe(p.estimate(BARE, ctx()), 5.0)
+    assert p.correction(BARE, "MAXN") == 1.0
 
 
 def test_observe_refuses_when_observed_latency_is_negative() -> None:
+    p, _ = learning()
     with pytest.raises(ValueError, match="observed_ms"):
-        Predictor(CATALOG, DEVICE).observe(CPU, -1.0, 1.0)
+        p.observe(p.estimate(CPU, ctx()), -1.0)
 
 
 def test_observe_refuses_when_variant_is_unknown() -> None:
+    p, _ = learning()
+    e = dataclasses.replace(p.estimate(CPU, ctx()), variant_id="nope@fp32")
     with pytest.raises(NotFoundError):
-        Predictor(CATALOG, DEVICE).observe("nope@fp32", 1.0, 1.0)
+        p.observe(e, 1.0)
 
 
-@pytest.mark.parametrize("alpha", [0.0, -0.1, 1.5])
-def test_predictor_refuses_when_alpha_is_outside_unit_interval(alpha: float) -> None:
-    with pytest.raises(ConfigError, match="alpha"):
-        Predictor(CATALOG, DEVICE, alpha=alpha)
+@pytest.mark.parametrize("step", [0.0, -0.1, 1.5])
+def test_learner_refuses_when_step_is_outside_unit_interval(step: float) -> None:
+    with pytest.raises(ConfigError, match="step"):
+        LearnerConfig(step=step)
 
 
 def test_observed_stalls_raise_every_cpu_variants_p99_once_enough_calls_are_seen() -> None:
-    p = Predictor(CATALOG, DEVICE, alpha=0.2)
-    others = [v.id for v in CATALOG.variants if v.id != CPU and p._key(v.id) == "cpu"]
-    before = {v: p.estimate(v, ctx()).p99_ms for v in [CPU, *others]}
-    model = p.estimate(CPU, ctx()).model_p50_ms
-    for i in range(63):  # too few calls: the tail is not trusted yet
-        p.observe(CPU, observed_ms=model + (5.0 if i % 10 == 0 else 0.0), predicted_ms=model)
-    assert p.estimate(CPU, ctx()).p99_ms == pytest.approx(before[CPU] * p.correction(CPU))
+    clock = Clock()
+    p = Predictor(TWO_CPU, DEVICE, learner=LatencyLearner(clock=clock))
+    before = p.estimate(CPU2, ctx()).p99_ms
+    for i in range(38):  # 8 to learn the variant, then too few calls for the stall tail
+        p.observe(p.estimate(CPU, ctx()), 2.0 + (5.0 if i % 10 == 9 else 0.0))
+    other = p.estimate(CPU2, ctx())
+    assert other.p99_ms == pytest.approx(before * other.correction)
     for i in range(200):  # one call in ten stalls by 5 ms
-        p.observe(CPU, observed_ms=model + (5.0 if i % 10 == 0 else 0.0), predicted_ms=model)
-    for vid in [CPU, *others]:
+        p.observe(p.estimate(CPU, ctx()), 2.0 + (5.0 if i % 10 == 0 else 0.0))
+    for vid in (CPU, CPU2):
         e = p.estimate(vid, ctx())
-        if math.isfinite(e.p99_ms):
-            assert e.p99_ms >= e.p50_ms + 3.0, vid  # the stalls carry over to every CPU variant
-    p.reset(CPU)
-    assert p.estimate(CPU, ctx()).p99_ms == pytest.approx(before[CPU])
+        assert e.p99_ms >= e.p50_ms + 3.0, vid  # the stalls carry over to every CPU variant
+    clock.t += 10.0  # the competitor left: the stall window (4 s) holds none any more
+    assert p.estimate(CPU2, ctx()).p99_ms < 2 * before
 
 
-def test_accuracy_measured_on_this_device_wins_over_the_catalogs() -> None:
-    from edge_service.control.predictor import device_accuracy
-
-    v = CATALOG.variant(GPU)
-    prof = next(iter(v.profiles[DEVICE].values()))
-    measured = prof.model_copy(update={"accuracy": 0.5})
-    v2 = v.model_copy(update={"profiles": {DEVICE: {"MAXN": measured}}})
-    assert device_accuracy(v2, DEVICE) == 0.5
-    assert device_accuracy(v2, "another-board") == (v.accuracy.top1 if v.accuracy else None)
+def test_estimate_says_how_far_it_was_extrapolated_when_no_profile_of_this_mode_exists() -> None:
+    p, _ = learning()
+    scaled = p.estimate(CPU, ctx("15W", cores=4))
+    assert scaled.extrapolated and scaled.extrapolation == pytest.approx(2.0)
+    measured = p.estimate(CPU, ctx("MAXN"))
+    assert not measured.extrapolated and measured.extrapolation == 1.0
+    doc = p.estimate(BARE, ctx()).to_dict()
+    assert doc["extrapolated"] is True and doc["extrapolation"] is None and doc["p99_ms"] is None
+    json.dumps(doc, allow_nan=False)

@@ -1,0 +1,206 @@
+"""Safe exploration: measure a variant by shadow runs before a voluntary move to it
+(step-up), step down at once on a violation, back off from variants that keep failing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from support import PROFILED, ConstantEngine
+
+from edge_service.control.budget import Policy
+from edge_service.control.events import EventLog
+from edge_service.control.learner import LatencyLearner
+from edge_service.control.loop import AdaptationLoop
+from edge_service.control.predictor import Predictor
+from edge_service.control.strategy import BudgetStrategy, Exploration
+from edge_service.errors import EngineError
+from edge_service.monitor.context import Context, PowerMode
+from edge_service.monitor.replay import ReplaySource
+from edge_service.runtime.batcher import MicroBatcher
+from edge_service.runtime.pool import EnginePool
+
+BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def ctx(t: float, mode: str = "MIN") -> Context:
+    return Context(
+        t=t,
+        source="trace",
+        cpu_online=2,
+        cpu_load=0.1,
+        mem_available_mb=1000,
+        mem_total_mb=2000,
+        power_mode=PowerMode(0 if mode == "MAXN" else 2, mode),
+    )
+
+
+def exploring(budget: float = 3.0, **policy: object) -> tuple[BudgetStrategy, Clock]:
+    """A budget strategy that measures before it moves, on a clock the test moves."""
+    clock = Clock()
+    predictor = Predictor(PROFILED, "dev", learner=LatencyLearner(clock=clock))
+    fields = {"latency_budget_ms": budget, "cooldown_s": 0.0, **policy}
+    return BudgetStrategy(predictor, Policy(**fields), Exploration(enabled=True)), clock  # type: ignore[arg-type]
+
+
+def test_probe_candidate_is_the_better_variant_the_profile_rules_out_but_might_fit() -> None:
+    s, _ = exploring()
+    first = s.decide(ctx(0.0), None, None)
+    assert first.variant_id == DW  # base's MIN profile: p99 3.6 ms > 3 ms budget
+    assert s.probe_candidate() == BASE  # 3.6 ms is within 1.5x the budget: worth measuring
+
+
+def test_step_up_follows_shadow_runs_that_show_the_better_variant_fits() -> None:
+    s, clock = exploring()
+    s.decide(ctx(0.0), None, None)
+    probes = 0
+    while s.decide(ctx(clock.t), DW, 0.0).variant_id == DW and clock.t < 20:
+        target = s.probe_candidate()  # the board is faster than its profile: base 1.5 ms
+        if target is not None:
+            s.shadow(target, [1.5] * 24)
+            probes += 1
+        clock.t += 0.5
+    assert 1 <= probes <= 3 and clock.t < 10
+    up = s.decide(ctx(clock.t), DW, 0.0)
+    assert up.changed and up.variant_id == BASE
+    assert s.estimate_of(BASE).confidence > 0.5  # type: ignore[union-attr]
+
+
+def test_no_voluntary_move_goes_to_a_variant_that_was_not_measured() -> None:
+    s, _ = exploring()
+    s.decide(ctx(0.0), None, None)
+    stay = s.decide(ctx(1.0, "MAXN"), DW, 0.0)  # base fits MAXN on paper: measure it first
+    assert stay.variant_id == DW and not stay.changed
+    s.shadow(BASE, [1.0] * 48)
+    assert s.decide(ctx(2.0, "MAXN"), DW, 0.0).variant_id == BASE
+
+
+def test_a_violation_still_moves_at_once_to_an_unmeasured_variant() -> None:
+    s, _ = exploring()
+    s.decide(ctx(0.0, "MAXN"), None, None)  # nothing served yet: the prediction decides
+    down = s.decide(ctx(1.0, "MIN"), BASE, 0.0)
+    assert down.changed and down.variant_id == DW
+
+
+def test_a_variant_that_does_not_fit_is_measured_less_and_less_often() -> None:
+    s, clock = exploring()
+    s.decide(ctx(0.0), None, None)
+    waits = []
+    for _ in range(4):
+        target = s.probe_candidate()
+        assert target == BASE
+        s.shadow(BASE, [3.5] * 24)  # slower than the budget
+        waited = 0.0
+        while s.probe_candidate() is None and waited < 60:
+            clock.t += 0.5
+            waited += 0.5
+        waits.append(waited)
+    assert waits == sorted(waits) and waits[-1] > waits[0]
+    assert s.decide(ctx(clock.t), DW, 0.0).variant_id == DW
+
+
+def test_nothing_is_measured_while_the_served_calls_go_over_the_budget() -> None:
+    s, _ = exploring()
+    s.decide(ctx(0.0), None, None)
+    for _ in range(20):
+        s.observe(DW, 0.8)
+    assert s.probe_candidate() == BASE
+    for _ in range(5):
+        s.observe(DW, 5.0)  # 5 of 25 calls over the 3 ms budget: beyond the 1% allowance
+    assert s.probe_candidate() is None
+
+
+def test_nothing_is_measured_when_an_operator_pin_holds_the_mode() -> None:
+    s, _ = exploring(pins={"MIN": DW})
+    s.decide(ctx(0.0), None, None)
+    assert s.probe_candidate() is None
+
+
+def test_nothing_is_measured_when_exploration_is_off() -> None:
+    predictor = Predictor(PROFILED, "dev")
+    s = BudgetStrategy(predictor, Policy(latency_budget_ms=3.0))
+    s.decide(ctx(0.0), None, None)
+    assert s.probe_candidate() is None
+
+
+def test_a_shadow_run_since_a_variant_was_left_lifts_its_hold() -> None:
+    s, _ = exploring(cooldown_s=2.0)
+    s.decide(ctx(0.0, "MAXN"), None, None)
+    for _ in range(40):  # base runs slow: its p99 breaks the budget
+        s.observe(BASE, 6.0)
+    left = s.decide(ctx(1.0, "MAXN"), BASE, 0.0)
+    assert left.variant_id == DW  # held until 1 + 2 x cooldown = 5 s
+    s.predictor.learner.reset()  # on paper base fits again
+    assert s.decide(ctx(4.0, "MAXN"), DW, 1.0).variant_id == DW  # unmeasured: stays
+    s.shadow(BASE, [1.0] * 48)  # measured since it was left: it fits now
+    assert s.decide(ctx(4.0, "MAXN"), DW, 1.0).variant_id == BASE
+
+
+def test_the_loop_measures_through_its_prober_and_steps_up() -> None:
+    s, clock = exploring()
+    source = ReplaySource([ctx(float(i)) for i in range(40)], clock=clock)
+    measured: list[str] = []
+
+    def prober(variant_id: str) -> list[float]:
+        measured.append(variant_id)
+        return [1.5] * 24
+
+    pool = EnginePool(ConstantEngine)
+    loop = AdaptationLoop(
+        source=source, pool=pool, strategy=s, events=EventLog(16), prober=prober
+    )
+    served = []
+    for i in range(40):
+        clock.t = float(i)
+        loop.tick()
+        served.append(pool.active_id)
+        loop._probe_after = 0.0  # the duty cycle runs on wall time; this test on its own
+    assert served[0] == DW and served[-1] == BASE
+    assert measured and set(measured) == {BASE} and loop.probes == len(measured)
+    up = next(e for e in loop.events.recent() if e.to_variant == BASE)
+    assert up.prediction is not None and up.prediction["confidence"] > 0.5
+
+
+def test_shadow_runs_are_timed_by_the_batcher_between_requests() -> None:
+    pool = EnginePool(ConstantEngine)
+    pool.activate(DW)
+    batcher = MicroBatcher(pool)
+    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
+    try:
+        futures = [batcher.submit(lambda _vid: x, 1) for _ in range(20)]
+        times = batcher.shadow(BASE, x, 10, gap_s=0.0)
+        assert len(times) == 10 and all(t >= 0 for t in times)
+        assert all(f.result(timeout=10).variant_id == DW for f in futures)
+        assert pool.active_id == DW  # measuring never swaps the served engine
+    finally:
+        batcher.close()
+
+
+def test_a_shadow_run_of_a_failing_engine_raises_an_engine_error() -> None:
+    def loader(variant_id: str) -> ConstantEngine:
+        if variant_id == BASE:
+            raise EngineError("corrupt artifact")
+        return ConstantEngine(variant_id)
+
+    pool = EnginePool(loader)
+    pool.activate(DW)
+    batcher = MicroBatcher(pool)
+    try:
+        with pytest.raises(EngineError, match="shadow run of base@fp32"):
+            batcher.shadow(BASE, np.zeros((1, 1, 4, 4), dtype=np.float32), 5)
+    finally:
+        batcher.close()
+
+
+def test_a_shadow_run_after_close_measures_nothing() -> None:
+    pool = EnginePool(ConstantEngine)
+    batcher = MicroBatcher(pool)
+    batcher.close()
+    assert batcher.shadow(BASE, np.zeros((1, 1, 4, 4), dtype=np.float32), 5) == []
