@@ -155,11 +155,9 @@ def _fmt(x: float | None, spec: str, none: str = "-") -> str:
 
 def report(
     runs: Sequence[Any], scenarios: Sequence[Any], sweeps: dict, acc: dict[str, float],
-    servable: list[str], base_ms: float, family_dir: Path, png: Path,
+    servable: list[str], smallest: str, base_ms: float, family_dir: Path, png: Path,
     oracle_pick: Callable[..., tuple[str, float]], settle: float,
 ) -> str:  # fmt: skip
-    calm = sweeps.get(("MAXN", False)) or next(iter(sweeps.values()))
-    smallest = min(servable, key=lambda v: float(np.median(calm.times.get(v) or [np.inf])))
     by_scenario = {sc.name: sc for sc in scenarios}
     rows = []
     for run in runs:
@@ -184,7 +182,8 @@ def _header(runs: Sequence[Any], scenarios: Sequence[Any], base_ms: float, small
         f"multiple of it. {len(servable)} servable variants; static-smallest is `{smallest}` "
         f"(top-1 {acc[smallest]:.4f}). {reps} repetitions of {len(scenarios)} scenarios, each "
         "on a fresh server (nothing learned). Engine time per request against the budget; "
-        "a phase's first second is not scored. Oracle: every servable variant pinned in each "
+        "a phase's first second is not scored; one request per engine call "
+        "(EDGE_BATCH_MAX_SIZE=1). Oracle: every servable variant pinned in each "
         "phase's conditions under the same load, the most accurate with <= 1% over.",
         "",
         "| scenario | phases | load | budget |",

@@ -17,7 +17,9 @@ The rules, in order:
 4. **Nothing feasible.** The fastest (lowest p99) is served with ``feasible=False``, and
    the reason counts which constraints failed; a current variant within 10% of the
    fastest stays (near-equal variants would otherwise swap on noise).
-5. **Hysteresis.** A current variant that violates a constraint is left at once. Any other
+5. **Hysteresis.** A current variant that violates a constraint is left at once, for the
+   best feasible one that leaves ``upgrade_margin`` of the budget free (else the best
+   feasible). Any other
    move waits for ``cooldown_s`` since the last change, so near-ties cannot make engines
    flap, and a move to a slower variant (an upgrade) also needs its p99 to leave
    ``upgrade_margin`` of the latency budget free; if the best one does not, the best that
@@ -326,10 +328,35 @@ def _settle(
         was = "nothing served yet" if state.current is None else f"{state.current} is unknown"
         return top, f"{was} -> {by}, {top.variant_id}"
     if now_broken:
-        return top, f"{current.variant_id} breaks {'; '.join(now_broken)} -> {by}, {top.variant_id}"
+        return _step_down(feasible, policy, current, top, now_broken)
     if top.variant_id == current.variant_id:
         return current, f"{current.variant_id} is still the {by}"
     return _voluntary_move(ctx, feasible, policy, state, current, top)
+
+
+def _step_down(
+    feasible: Sequence[Estimate],
+    policy: Policy,
+    current: Estimate,
+    top: Estimate,
+    now_broken: tuple[str, ...],
+) -> tuple[Estimate, str]:
+    """Leave a variant that breaks the policy, for the best feasible one that also leaves
+    the upgrade margin free when there is one: a step down lands where the next breath of
+    contention does not force another step (one switch, not a walk down the ladder)."""
+    safe = [e for e in feasible if _within_margin(e, policy)]
+    pick = best(safe, policy.objective) if safe else top
+    why = f"{current.variant_id} breaks {'; '.join(now_broken)} -> "
+    if pick.variant_id == top.variant_id:
+        return pick, why + f"best feasible by {policy.objective}, {pick.variant_id}"
+    return pick, why + (
+        f"the best that leaves {policy.upgrade_margin:.0%} of the budget free, {pick.variant_id}"
+    )
+
+
+def _within_margin(e: Estimate, policy: Policy) -> bool:
+    budget = policy.latency_budget_ms
+    return budget is None or e.p99_ms <= budget * (1.0 - policy.upgrade_margin)
 
 
 def _voluntary_move(

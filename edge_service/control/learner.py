@@ -21,9 +21,11 @@ The model of one engine call of variant ``v`` in power mode ``m`` on a processor
   teach their own variant only, so a variant whose cost was misjudged is corrected
   without shifting every other prediction. A mode seen for the first time starts from
   the processor's last contention.
-- ``stall``: what preemption adds on top, whatever the variant. The 99th percentile of
-  (observed - predicted p50) over the served calls of the last ``stall_window_s`` seconds
-  is added to every variant's p50 to bound its p99, once ``stall_min`` calls were seen.
+- ``stall``: what preemption adds on top. The 99th percentile of (observed - predicted
+  p50) over the served calls of the last ``stall_window_s`` seconds, in ms and relative
+  to the expected time, bounds every variant's p99 once ``stall_min`` calls were seen: a
+  variant's p50 plus the larger of the two (the ms for a shorter call, which waits as
+  long when preempted; the share for a longer one, which is preempted more often).
   The window is in seconds, so a competitor that left stops counting soon after.
 - A variant's own tail (its p99 beyond the shared stalls) is learned from its shadow runs
   only; for a variant never measured that way it is the profile's.
@@ -119,6 +121,20 @@ class _Series:
 
 
 @dataclass(frozen=True)
+class _Tail:
+    """The stall tail of the served calls: in ms, and relative to the expected time."""
+
+    ms: float
+    relative: float
+
+    def for_call(self, p50_ms: float) -> float:
+        """What the tail adds to a call of ``p50_ms``: at least the stall seen in ms (a
+        preempted short call waits as long), and for a longer call the same share of it
+        (a longer call is preempted more often and longer)."""
+        return max(self.ms, self.relative * p50_ms)
+
+
+@dataclass(frozen=True)
 class _Stats:
     """What one series' samples say, computed at ``added`` samples and time ``t``:
     weighted median and age-weighted count (median half-life), and the weighted 99th
@@ -144,8 +160,9 @@ class LatencyLearner:
         self._series: dict[tuple[str, str], _Series] = {}
         self._contention: dict[tuple[str, str], float] = {}
         self._last_contention: dict[str, float] = {}  # processor -> last value, any mode
-        self._stalls: dict[tuple[str, str], deque[tuple[float, float]]] = {}
-        self._tail_cache: dict[tuple[str, str], tuple[float, int, float | None]] = {}
+        # (time, observed - expected ms, the same relative to expected), served calls
+        self._stalls: dict[tuple[str, str], deque[tuple[float, float, float]]] = {}
+        self._tail_cache: dict[tuple[str, str], tuple[float, int, _Tail | None]] = {}
         self._stall_added: dict[tuple[str, str], int] = {}
 
     def now(self) -> float:
@@ -192,7 +209,8 @@ class LatencyLearner:
                 )
                 self._contention[(processor, mode)] = self._last_contention[processor] = c
                 stalls = self._stalls.setdefault((processor, mode), deque(maxlen=STALL_KEEP))
-                stalls.append((now, observed_ms - ref * c))
+                expected = ref * c
+                stalls.append((now, observed_ms - expected, observed_ms / expected - 1.0))
                 key = (processor, mode)
                 self._stall_added[key] = self._stall_added.get(key, 0) + 1
 
@@ -277,7 +295,7 @@ class LatencyLearner:
         )
         return series.stats
 
-    def _stall_tail_locked(self, processor: str, mode: str, now: float) -> float | None:
+    def _stall_tail_locked(self, processor: str, mode: str, now: float) -> _Tail | None:
         """The stall tail, recomputed when stalls came, at most every ``STALL_REFRESH_S``
         (a sort); a window that aged is trimmed at the next recomputation."""
         key = (processor, mode)
@@ -291,8 +309,10 @@ class LatencyLearner:
             while stalls and now - stalls[0][0] > self.config.stall_window_s:
                 stalls.popleft()
             if len(stalls) >= self.config.stall_min:
-                ordered = sorted(s for _, s in stalls)
-                value = max(0.0, ordered[int(self.config.stall_quantile * (len(ordered) - 1))])
+                q = self.config.stall_quantile
+                value = _Tail(
+                    _top([a for _, a, _ in stalls], q), _top([r for _, _, r in stalls], q)
+                )
         self._tail_cache[key] = (now, added, value)
         return value
 
@@ -312,12 +332,20 @@ def _learned(
     conf: float,
     n: float,
     c: float,
-    tail: float | None,
+    tail: _Tail | None,
     age: float | None,
 ) -> Learned:
     p50 = ref50 * c
-    p99 = ref99 * c if tail is None else max(ref99 * c, p50 + tail)
-    return Learned(p50, p99, conf, n, c, tail, age)
+    if tail is None:
+        return Learned(p50, ref99 * c, conf, n, c, None, age)
+    stall = tail.for_call(p50)
+    return Learned(p50, max(ref99 * c, p50 + stall), conf, n, c, stall, age)
+
+
+def _top(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values``, not below 0."""
+    ordered = sorted(values)
+    return max(0.0, ordered[int(q * (len(ordered) - 1))])
 
 
 def _weighted(

@@ -409,3 +409,12 @@ def test_nothing_feasible_keeps_the_current_variant_when_it_is_nearly_the_fastes
     assert "within 10% of the fastest" in kept.reason
     moved = choose(ctx(10.0), ests, slow, PolicyState("c", 0.0))
     assert moved.variant_id == "a" and moved.changed
+
+
+def test_a_step_down_lands_on_a_variant_that_leaves_the_margin_free() -> None:
+    policy = Policy(latency_budget_ms=2.0, upgrade_margin=0.15)
+    ests = [est("big", 0.95, 2.5), est("edge", 0.93, 1.95), est("safe", 0.90, 1.2)]
+    down = choose(ctx(10.0), ests, policy, PolicyState("big", 0.0))
+    assert down.variant_id == "safe" and "leaves 15% of the budget free" in down.reason
+    no_room = [est("big", 0.95, 2.5), est("edge", 0.93, 1.95)]
+    assert choose(ctx(10.0), no_room, policy, PolicyState("big", 0.0)).variant_id == "edge"

@@ -432,3 +432,12 @@ def test_estimate_says_how_far_it_was_extrapolated_when_no_profile_of_this_mode_
     doc = p.estimate(BARE, ctx()).to_dict()
     assert doc["extrapolated"] is True and doc["extrapolation"] is None and doc["p99_ms"] is None
     json.dumps(doc, allow_nan=False)
+
+
+def test_a_longer_variant_takes_the_stalls_of_the_served_one_in_proportion() -> None:
+    p = Predictor(TWO_CPU, DEVICE, learner=LatencyLearner(clock=Clock()))
+    for i in range(200):  # the served 1 ms variant: one call in ten doubles
+        p.observe(p.estimate(CPU2, ctx()), 2.0 if i % 10 == 0 else 1.0)
+    short, long = p.estimate(CPU2, ctx()), p.estimate(CPU, ctx())
+    assert short.p99_ms == pytest.approx(2.0, rel=0.1)
+    assert long.p99_ms >= 2 * long.p50_ms * 0.95  # a 2 ms call stalls by 2 ms, not by 1
