@@ -11,7 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 
-from edge_service.control.predictor import Estimate, scale_factor
+from edge_service.control.predictor import Estimate
 from edge_service.errors import NotFoundError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.context import Context
@@ -21,19 +21,11 @@ from edge_service.sim.report import ModeGap
 ModeKey = tuple[int | None, str]  # (nvpmodel id, name) of a context's power mode
 
 
-def extrapolation(estimate: Estimate, ctx: Context, catalog: Catalog, device: str) -> float | None:
-    """The factor by which ``estimate``'s latency was scaled from its profile in ``ctx``:
-    1.0 when measured, None when unmeasured (infinite) or its profile cannot be found."""
-    if estimate.measured:
-        return 1.0
-    if not math.isfinite(estimate.p50_ms):
-        return None
-    given = getattr(estimate, "extrapolation", None)  # a later Estimate may carry it
-    if isinstance(given, (int, float)):
-        return float(given) if math.isfinite(given) and given > 0 else None
-    variant = catalog.variant(estimate.variant_id)
-    profile = _named_profile(variant, estimate.source, device)
-    return None if profile is None else scale_factor(profile, variant, ctx)
+def extrapolation(estimate: Estimate) -> float | None:
+    """The factor by which ``estimate``'s latency was scaled from its profile: 1.0 when
+    measured, None when unmeasured (infinite)."""
+    factor = estimate.extrapolation
+    return factor if math.isfinite(factor) and factor > 0 else None
 
 
 def max_extrapolation(factors: Iterable[float | None]) -> float | None:
@@ -94,14 +86,3 @@ def _profile(variant: Variant, device: str, mode: str) -> Profile | None:
     """The batch-1 profile the predictor would take as measured, if any."""
     profile = variant.profiles.get(device, {}).get(mode)
     return profile if profile is not None and profile.latency_ms(1) is not None else None
-
-
-def _named_profile(variant: Variant, source: str, device: str) -> Profile | None:
-    """The profile an estimate's ``source`` names (the predictor's label format:
-    ``scaled from <mode>``, plus `` on <device>`` for another device's)."""
-    for where, modes in variant.profiles.items():
-        suffix = "" if where == device else f" on {where}"
-        for mode, profile in modes.items():
-            if source == f"scaled from {mode}{suffix}":
-                return profile
-    return None

@@ -43,7 +43,7 @@ def simulate(
     contexts: Sequence[Context], predictor: Predictor, policy: Policy, *, catalog: Catalog
 ) -> SimulationReport:
     """Every strategy over ``contexts`` (which must not be empty); ``catalog`` is the one
-    ``predictor`` estimates from (to tell how far each estimate was extrapolated)."""
+    ``predictor`` estimates from (to tell which of the trace's modes it has no profiles of)."""
     if not contexts:
         raise ValueError("simulate() needs at least one context")
     estimates = [predictor.estimates(ctx) for ctx in contexts]  # no observe(): fixed
@@ -59,7 +59,7 @@ def simulate(
         partly_profiled_modes=tuple(g for g in gaps if len(g.missing) < len(predictor.targets)),
         profiled_devices=tuple(profiled_devices(catalog)),
         strategies=tuple(
-            _score(name, contexts, _replay(fn, contexts, estimates), policy, catalog, device)
+            _score(name, _replay(fn, contexts, estimates), policy)
             for name, fn in strategies.items()
         ),
     )
@@ -101,21 +101,13 @@ def _replay(
     return chosen
 
 
-def _score(
-    name: str,
-    contexts: Sequence[Context],
-    chosen: list[Estimate],
-    policy: Policy,
-    catalog: Catalog,
-    device: str,
-) -> StrategyResult:
+def _score(name: str, chosen: list[Estimate], policy: Policy) -> StrategyResult:
     """The strategy's metrics over its predictable contexts (module doc)."""
     scored = [e for e in chosen if e.measured]
     budget = policy.latency_budget_ms
     over = sum(1 for e in scored if budget is not None and e.p99_ms > budget)
     with_energy = [e for e in scored if e.energy_mj is not None and math.isfinite(e.energy_mj)]
     timeline = tuple(e.variant_id for e in chosen)
-    factors = (extrapolation(e, c, catalog, device) for e, c in zip(chosen, contexts, strict=True))
     return StrategyResult(
         name=name,
         slo_violation_rate=over / len(scored) if scored else None,
@@ -125,7 +117,7 @@ def _score(
         switches=sum(1 for a, b in pairwise(timeline) if a != b),
         unpredictable_rate=(len(chosen) - len(scored)) / len(chosen),
         scored_contexts=len(scored),
-        max_extrapolation=max_extrapolation(factors),
+        max_extrapolation=max_extrapolation(extrapolation(e) for e in chosen),
         timeline=timeline,
     )
 
