@@ -123,6 +123,7 @@ class PressureStrategy:
 
 
 BACKOFF_MAX_S = 60.0
+RELIEF = 0.75  # contention below this share of what it was counts as conditions improved
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,8 +168,9 @@ class BudgetStrategy:
     back by a voluntary move (an upgrade) for a while: twice the cooldown the first time,
     doubling each time it is left again (at most a minute), so near the budget the server
     does not oscillate between a variant that just fits on paper and one that really fits.
-    A shadow run of it since it was left lifts the hold (it was measured again, so the
-    prediction is no longer the one that failed). A variant that then serves a whole
+    A shadow run of it after the contention fell by a quarter from when it was left lifts
+    the hold (the conditions that broke it are gone, and it was measured again); one left
+    for its own cost stays held. A variant that then serves a whole
     backoff period without breaking anything is forgiven. A power-mode change clears
     every hold (the board is a different one now).
 
@@ -189,7 +191,8 @@ class BudgetStrategy:
         self._current: str | None = None
         self._backoff_s: dict[str, float] = {}  # variant -> its current backoff period
         self._held_until: dict[str, float] = {}  # variant -> no voluntary move to it before
-        self._left_at: dict[str, float] = {}  # variant -> learner time it was left on a violation
+        # variant -> (learner time, contention) when it was left on a violation
+        self._left_at: dict[str, tuple[float, float]] = {}
         self._since: tuple[str, float] | None = None  # (current variant, when it came)
         self._mode: str | None = None  # the power mode the holds were earned in
         self._probes = _Probes({}, {}, {})
@@ -246,20 +249,31 @@ class BudgetStrategy:
 
     def _blocked(self, now: float, current: str | None, usable: list[Estimate]) -> set[str]:
         """Variants a voluntary move may not go to now: held after a violation (unless
-        measured again since), and, when exploring, those not verified."""
+        measured again once the contention eased), and, when exploring, those not
+        verified."""
         held = {
             v
             for v, until in self._held_until.items()
-            if until > now and v != current and not self._shadowed_since(v, self._left_at.get(v))
+            if until > now and v != current and not self._measured_since_relief(v)
         }
         if self._explore.enabled:
-            held |= {e.variant_id for e in usable if e.variant_id != current}
-            held -= {e.variant_id for e in usable if self.verified(e)}
+            held |= {
+                e.variant_id for e in usable if e.variant_id != current and not self.verified(e)
+            }
         return held
 
-    def _shadowed_since(self, variant_id: str, t: float | None) -> bool:
+    def _measured_since_relief(self, variant_id: str) -> bool:
+        """True when ``variant_id`` was measured by a shadow run after the contention fell
+        by a quarter from when it was left: the conditions that broke it are gone, and the
+        measurement says how it does now. A variant left for its own cost (the contention
+        did not move) stays held: measuring it again would only re-take it and break again."""
+        left = self._left_at.get(variant_id)
+        e = self._last.get(variant_id)
+        if left is None or e is None:
+            return False
         shadow = self._predictor.learner.last_shadow(variant_id, self._mode_name())
-        return t is not None and shadow is not None and shadow > t
+        relief = e.correction < RELIEF * left[1]
+        return relief and shadow is not None and shadow > left[0]
 
     def verified(self, e: Estimate) -> bool:
         """True when observations back ``e``: confident enough and recent enough."""
@@ -276,7 +290,9 @@ class BudgetStrategy:
             )
             self._backoff_s[current] = period
             self._held_until[current] = now + period
-            self._left_at[current] = self._predictor.learner.now()
+            left = self._last.get(current)
+            contention = left.correction if left is not None else 1.0
+            self._left_at[current] = (self._predictor.learner.now(), contention)
         if chosen != (self._since[0] if self._since else None):
             self._since = (chosen, now)
         elif self._since is not None and now - self._since[1] >= self._backoff_s.get(chosen, 0):
@@ -329,7 +345,7 @@ class BudgetStrategy:
         if now >= probes.next_t.get(variant_id, -math.inf):
             return True
         then = probes.contention.get(variant_id)
-        return then is not None and contention < 0.75 * then  # conditions improved since
+        return then is not None and contention < RELIEF * then  # conditions improved since
 
     def _over(self) -> bool:
         """True when the served calls of the recent window went over the budget beyond

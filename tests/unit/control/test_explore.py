@@ -130,17 +130,41 @@ def test_nothing_is_measured_when_exploration_is_off() -> None:
     assert s.probe_candidate() is None
 
 
-def test_a_shadow_run_since_a_variant_was_left_lifts_its_hold() -> None:
+def test_a_hold_is_lifted_by_a_shadow_run_only_once_the_contention_has_eased() -> None:
+    s, clock = exploring(cooldown_s=5.0)
+    s.decide(ctx(0.0, "MAXN"), None, None)
+
+    def serve(vid: str, ms: float, n: int) -> None:
+        for _ in range(n):
+            s.observe(vid, ms)
+            clock.t += 0.025
+
+    serve(BASE, 1.0, 20)  # learned at its profile
+    serve(BASE, 4.0, 40)  # a competitor: the contention climbs
+    left = s.decide(ctx(1.0, "MAXN"), BASE, 0.0)
+    assert left.variant_id == DW  # held until 1 + 2 x cooldown = 11 s
+    serve(DW, 1.2, 20)  # still contended
+    s.shadow(BASE, [4.0] * 48)
+    assert s.decide(ctx(5.0, "MAXN"), DW, 1.0).variant_id == DW  # measured, not relieved
+    serve(DW, 0.3, 60)  # the competitor left: the contention falls
+    clock.t += 5.0  # and its stalls leave the window
+    serve(DW, 0.3, 40)
+    s.decide(ctx(5.5, "MAXN"), DW, 1.0)
+    s.shadow(BASE, [1.0] * 48)
+    assert s.decide(ctx(6.0, "MAXN"), DW, 1.0).variant_id == BASE  # before the hold ends
+
+
+def test_a_variant_left_for_its_own_cost_stays_held_whatever_a_shadow_run_shows() -> None:
     s, _ = exploring(cooldown_s=2.0)
     s.decide(ctx(0.0, "MAXN"), None, None)
-    for _ in range(40):  # base runs slow: its p99 breaks the budget
+    for _ in range(40):  # base itself runs slow: nothing else changed
         s.observe(BASE, 6.0)
-    left = s.decide(ctx(1.0, "MAXN"), BASE, 0.0)
-    assert left.variant_id == DW  # held until 1 + 2 x cooldown = 5 s
-    s.predictor.learner.reset()  # on paper base fits again
-    assert s.decide(ctx(4.0, "MAXN"), DW, 1.0).variant_id == DW  # unmeasured: stays
-    s.shadow(BASE, [1.0] * 48)  # measured since it was left: it fits now
-    assert s.decide(ctx(4.0, "MAXN"), DW, 1.0).variant_id == BASE
+    assert s.decide(ctx(1.0, "MAXN"), BASE, 0.0).variant_id == DW
+    s.predictor.learner.reset()
+    s.shadow(BASE, [1.0] * 48)
+    assert s.decide(ctx(4.0, "MAXN"), DW, 1.0).variant_id == DW  # held until 5 s
+    s.shadow(BASE, [1.0] * 48)
+    assert s.decide(ctx(5.5, "MAXN"), DW, 1.0).variant_id == BASE  # the hold ran out
 
 
 def test_the_loop_measures_through_its_prober_and_steps_up() -> None:
@@ -153,9 +177,7 @@ def test_the_loop_measures_through_its_prober_and_steps_up() -> None:
         return [1.5] * 24
 
     pool = EnginePool(ConstantEngine)
-    loop = AdaptationLoop(
-        source=source, pool=pool, strategy=s, events=EventLog(16), prober=prober
-    )
+    loop = AdaptationLoop(source=source, pool=pool, strategy=s, events=EventLog(16), prober=prober)
     served = []
     for i in range(40):
         clock.t = float(i)
