@@ -721,10 +721,10 @@
     let how = "profile";
     let kind = "";
     if (p.extrapolated) {
-      how = finite(p.extrapolation) ? `extrapolated ×${num(p.extrapolation, 2)}` : "unmeasured";
+      how = finite(p.extrapolation) ? `extrap. ×${num(p.extrapolation, 1)}` : "unmeasured";
       kind = "warn";
     }
-    if (p.confidence >= 0.05) how += ` · learned ${Math.round(p.confidence * 100)}%`;
+    if (p.confidence >= 0.05) how = `learned ${Math.round(p.confidence * 100)}%`;
     if (p.confidence >= 0.5) kind = "ok";
     td.appendChild(el("span", `reason chip ${kind}`, how));
     td.title = `${p.source}; ${num(p.samples, 0)} samples` +
