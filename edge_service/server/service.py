@@ -5,6 +5,7 @@ Built in the app's lifespan from Settings (never at import time) and torn down w
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -16,19 +17,13 @@ from edge_service.buildstate import read_progress
 from edge_service.config import Settings
 from edge_service.control.budget import Policy
 from edge_service.control.events import AdaptationEvent, EventLog
+from edge_service.control.factory import policy_from, strategy_for
 from edge_service.control.learner import LatencyLearner
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.policy import Candidate, Decision, SimpleRule
-from edge_service.control.predictor import Predictor, controller_targets
-from edge_service.control.strategy import (
-    BudgetStrategy,
-    Exploration,
-    PressureStrategy,
-    Strategy,
-)
+from edge_service.control.policy import Decision
 from edge_service.data.pipeline import Preprocess
 from edge_service.errors import MonitorError
-from edge_service.hostinfo import DEFAULT_POWER_MODE, device_id
+from edge_service.hostinfo import device_id
 from edge_service.monitor.context import Context
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
@@ -85,15 +80,8 @@ class Service:
     def warm_up(self) -> None:
         """One request's path end to end (PNG decode, preprocess, engine), so the first
         real request does not pay for lazy imports and allocations."""
-        import io
-
-        import numpy as np
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, "PNG")
         with self.pool.lease() as (variant_id, engine):
-            engine.infer(self.preprocess(variant_id).from_bytes(buf.getvalue()))
+            engine.infer(self.preprocess(variant_id).from_bytes(_blank_png()))
 
     def set_policy(self, policy: Policy) -> Decision | None:
         """Follow ``policy`` from now on; the loop decides with it at once."""
@@ -222,38 +210,6 @@ class Service:
         self.source.close()
 
 
-def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate]:
-    """The policy's view of the catalog on this device: its controller targets (the
-    variants the build's gate left servable; `controller_targets`).
-
-    A family built from the user's ONNX files has no measured accuracy; its networks are
-    then ranked by the size of their FP32 artifact (bigger is taken as more accurate), a
-    proxy kept below any measured accuracy.
-    """
-    fp32_bytes = {
-        v.variant_spec.family_key: v.artifact.bytes
-        for v in catalog.variants
-        if v.precision == "fp32"
-    }
-    largest = max(fp32_bytes.values(), default=1) or 1
-    out = []
-    for v in controller_targets(catalog, device):
-        profile = v.profile_for(device, power_mode)
-        if v.accuracy is not None:
-            accuracy = v.accuracy.top1
-        else:
-            size = fp32_bytes.get(v.variant_spec.family_key, v.artifact.bytes)
-            accuracy = -1.0 + size / largest / 2  # in [-1, -0.5]: below any measured top-1
-        out.append(
-            Candidate(
-                variant_id=v.id,
-                accuracy=accuracy,
-                latency_ms=profile.latency_ms(1) if profile else None,
-            )
-        )
-    return out
-
-
 def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[[str], Engine]:
     """A ``variant_id -> loaded Engine`` function over the repository (checksums verified)."""
 
@@ -275,17 +231,6 @@ def engine_memory_mb(variant: Variant) -> float:
     return max(measured) if measured else 3 * variant.artifact.bytes / 1e6 + 4.0
 
 
-def policy_from(settings: Settings) -> Policy:
-    """The operator's policy as the settings give it at start."""
-    return Policy(
-        latency_budget_ms=settings.latency_budget_ms,
-        min_accuracy=settings.min_accuracy,
-        memory_budget_mb=settings.memory_budget_mb,
-        max_power_mw=settings.max_power_mw,
-        cooldown_s=settings.cooldown_s,
-    )
-
-
 SHADOW_WARMUP = 2  # calls of a shadow run not counted (caches, lazy allocations)
 # Shadow calls are spaced like a served stream: back to back, an engine runs warmer (hot
 # caches, its threads still spinning) than it will when serving, and the measurement
@@ -293,8 +238,10 @@ SHADOW_WARMUP = 2  # calls of a shadow run not counted (caches, lazy allocations
 SHADOW_GAP_S = 0.015
 
 
+@functools.cache
 def _blank_png() -> bytes:
-    """A small black PNG: what a shadow run feeds (latency does not depend on pixels)."""
+    """A small black PNG: what warm-up and shadow runs feed (latency does not depend on
+    the pixels); made once."""
     import io
 
     import numpy as np
@@ -303,40 +250,6 @@ def _blank_png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, "PNG")
     return buf.getvalue()
-
-
-def strategy_for(
-    policy: Policy,
-    settings: Settings,
-    catalog: Catalog,
-    device: str,
-    learner: LatencyLearner | None = None,
-) -> Strategy:
-    """The budget policy when the operator set any budget or pin, else the pressure rule.
-    The budget policy learns into ``learner`` (kept by the service across policies) and
-    measures before it moves when ``settings.explore``."""
-    budgets = (
-        policy.latency_budget_ms,
-        policy.min_accuracy,
-        policy.memory_budget_mb,
-        policy.max_power_mw,
-    )
-    if policy.pins or any(b is not None for b in budgets) or policy.objective != "accuracy":
-        predictor = Predictor(catalog, device, learner=learner)
-        return BudgetStrategy(predictor, policy, Exploration(enabled=settings.explore))
-    rule = SimpleRule(
-        cpu_high=settings.cpu_pressure_high,
-        mem_high=settings.mem_pressure_high,
-        upgrade_cooldown_s=policy.cooldown_s,
-    )
-    return PressureStrategy(candidates(catalog, device, DEFAULT_POWER_MODE), rule)
-
-
-def make_strategy(
-    settings: Settings, catalog: Catalog, device: str, learner: LatencyLearner | None = None
-) -> Strategy:
-    """The strategy the settings ask for at start."""
-    return strategy_for(policy_from(settings), settings, catalog, device, learner)
 
 
 def start_service(
@@ -385,9 +298,8 @@ def start_service(
     )
     service = Service(
         settings, catalog, pool, loop, events, src, device, time.time(),
-        power, batcher, telemetry, hub, policy,
+        power, batcher, telemetry, hub, policy, learner=learner,
     )  # fmt: skip
-    service.learner = learner
     service.on_reload.append(lambda new: served.__setitem__(0, new))
     telemetry.registry.register(StateCollector(service.live_state))
     _warn_if_foreign(service)

@@ -19,7 +19,7 @@ from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
 from edge_service.repository import Catalog, parse_catalog
 from edge_service.runtime.pool import EnginePool
-from edge_service.server.service import candidates
+from edge_service.control.factory import candidates
 from edge_service.variants import VariantSpec
 
 DEVICE = "dev"
