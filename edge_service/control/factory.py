@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from edge_service.config import Settings
 from edge_service.control.budget import Policy
+from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.learner import LatencyLearner
 from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.control.predictor import Predictor, controller_targets
-from edge_service.control.strategy import BudgetStrategy, Exploration, PressureStrategy, Strategy
+from edge_service.control.strategy import PressureStrategy, Strategy
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.repository import Catalog
 

@@ -8,11 +8,11 @@ import pytest
 from support import PROFILED, ConstantEngine
 
 from edge_service.control.budget import Policy
+from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.events import EventLog
 from edge_service.control.learner import LatencyLearner
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.predictor import Predictor
-from edge_service.control.strategy import BudgetStrategy, Exploration
 from edge_service.errors import EngineError
 from edge_service.monitor.context import Context, PowerMode
 from edge_service.monitor.replay import ReplaySource

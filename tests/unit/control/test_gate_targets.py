@@ -10,16 +10,17 @@ import pytest
 from support import NOW, ConstantEngine
 
 from edge_service.control.budget import Policy
+from edge_service.control.budget_strategy import BudgetStrategy
 from edge_service.control.events import EventLog
+from edge_service.control.factory import candidates
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import SimpleRule
 from edge_service.control.predictor import Predictor, controller_targets
-from edge_service.control.strategy import BudgetStrategy, PressureStrategy
+from edge_service.control.strategy import PressureStrategy
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
 from edge_service.repository import Catalog, parse_catalog
 from edge_service.runtime.pool import EnginePool
-from edge_service.control.factory import candidates
 from edge_service.variants import VariantSpec
 
 DEVICE = "dev"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from support import PROFILED, ConstantEngine
 
 from edge_service.control.budget import Policy
+from edge_service.control.budget_strategy import BudgetStrategy
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.control.predictor import Predictor
-from edge_service.control.strategy import BudgetStrategy, PressureStrategy
+from edge_service.control.strategy import PressureStrategy
 from edge_service.errors import EngineError
 from edge_service.monitor.context import Context, PowerMode
 from edge_service.monitor.replay import ReplaySource
