@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -45,6 +42,7 @@ import numpy as np
 from learning_report import report
 from results import write_section
 from served_adaptation import Hog, frames, listen, load
+from server_proc import ServerProcess
 
 from edge_service.runtime.loader import open_engine
 
@@ -149,13 +147,12 @@ def base_latency_ms(family_dir: Path, catalog: dict) -> float:
 
 
 class Server:
-    """``edge-service serve`` in a child process, on the linux monitor with emulated modes."""
+    """``edge-service serve`` (`server_proc.ServerProcess`) on the linux monitor with
+    emulated power modes, and a control client."""
 
-    def __init__(self, args: argparse.Namespace, port: int, log: Path, **env: str) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        full = os.environ | {
-            "EDGE_PORT": str(port),
-            "EDGE_ENGINES_DIR": str(args.engines_dir),
+    def __init__(self, log: Path, engines_dir: Path, **env: str) -> None:
+        settings = {
+            "EDGE_ENGINES_DIR": str(engines_dir),
             "EDGE_COOLDOWN_S": "2",
             "EDGE_MONITOR_PERIOD_S": "0.1",
             "EDGE_MONITOR_SOURCE": "linux",
@@ -167,22 +164,11 @@ class Server:
             "EDGE_BATCH_MAX_SIZE": "1",
             **env,
         }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_service", "serve"], env=full,
-            stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self._proc = ServerProcess(settings, log).__enter__()
+        self.url = self._proc.url
         self.ctl = httpx.Client(
             base_url=self.url, timeout=30, headers={"authorization": f"Bearer {TOKEN}"}
         )
-        for _ in range(600):
-            try:
-                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"server did not start; see {log}")
 
     def mode(self, name: str) -> None:
         if self.ctl.get("/v1/power-mode").json()["current"]["name"] != name:
@@ -190,12 +176,7 @@ class Server:
 
     def stop(self) -> None:
         self.ctl.close()
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self._proc.stop()
 
 
 class Load:
@@ -225,7 +206,7 @@ def adaptive(args: argparse.Namespace, sc: Scenario, rep: int, budget: float, da
     """One scripted run of ``sc`` against a fresh server (nothing learned yet)."""
     run = Run(sc.name, rep, budget)
     log = args.out / f"learning-{len(sc.phases)}-{rep}.log"
-    server = Server(args, 8230 + rep, log, EDGE_LATENCY_BUDGET_MS=f"{budget:.4f}")
+    server = Server(log, args.engines_dir, EDGE_LATENCY_BUDGET_MS=f"{budget:.4f}")
     hog = Hog()
     traffic = Load(server.url, run, data, sc.rate, sse=True)
     try:
@@ -260,7 +241,7 @@ def oracle_sweep(
 ) -> dict[tuple[str, bool], Sweep]:  # fmt: skip
     """Pin every variant in every condition under load; keep its engine times."""
     out: dict[tuple[str, bool], Sweep] = {}
-    server = Server(args, 8229, args.out / "learning-oracle.log")
+    server = Server(args.out / "learning-oracle.log", args.engines_dir)
     try:
         for mode, hogged in conditions:
             server.mode(mode)

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from edge_service.errors import EngineError
+from edge_service.monitor.context import Context, PowerMode
 from edge_service.repository import parse_catalog
 from edge_service.runtime.engine import EngineBase, EngineInfo
 from edge_service.variants import VariantSpec
@@ -254,6 +255,20 @@ def _profiled_variant(stages, acc: float, ms: dict[str, float]) -> dict[str, Any
         "accuracy": {"top1": acc, "examples": 100},
         "profiles": {"dev": profile},
     }
+
+
+def mode_context(t: float, mode: str) -> Context:
+    """A calm 2-core board at time ``t`` in power mode ``mode`` (id 0 for MAXN, else 2),
+    for the variants of `PROFILED`."""
+    return Context(
+        t=t,
+        source="trace",
+        cpu_online=2,
+        cpu_load=0.1,
+        mem_available_mb=1000,
+        mem_total_mb=2000,
+        power_mode=PowerMode(0 if mode == "MAXN" else 2, mode),
+    )
 
 
 # two variants profiled in MAXN and MIN on device 'dev'

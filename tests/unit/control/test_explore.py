@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import PROFILED, ConstantEngine
+from support import PROFILED, ConstantEngine, mode_context
 
 from edge_service.control.budget import Policy
 from edge_service.control.budget_strategy import BudgetStrategy, Exploration
@@ -14,7 +14,7 @@ from edge_service.control.learner import LatencyLearner
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.predictor import Predictor
 from edge_service.errors import EngineError
-from edge_service.monitor.context import Context, PowerMode
+from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
 from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.pool import EnginePool
@@ -31,15 +31,7 @@ class Clock:
 
 
 def ctx(t: float, mode: str = "MIN") -> Context:
-    return Context(
-        t=t,
-        source="trace",
-        cpu_online=2,
-        cpu_load=0.1,
-        mem_available_mb=1000,
-        mem_total_mb=2000,
-        power_mode=PowerMode(0 if mode == "MAXN" else 2, mode),
-    )
+    return mode_context(t, mode)
 
 
 def exploring(budget: float = 3.0, **policy: object) -> tuple[BudgetStrategy, Clock]:

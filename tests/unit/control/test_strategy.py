@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import PROFILED, ConstantEngine
+from support import PROFILED, ConstantEngine, mode_context
 
 from edge_service.control.budget import Policy
 from edge_service.control.budget_strategy import BudgetStrategy
@@ -12,7 +12,7 @@ from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.control.predictor import Predictor
 from edge_service.control.strategy import PressureStrategy
 from edge_service.errors import EngineError
-from edge_service.monitor.context import Context, PowerMode
+from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
 from edge_service.runtime.pool import EnginePool
 
@@ -25,16 +25,7 @@ class Clock:
         return self.now
 
 
-def _ctx(t: float, mode: str) -> Context:
-    return Context(
-        t=t,
-        source="trace",
-        cpu_online=2,
-        cpu_load=0.1,
-        mem_available_mb=1000,
-        mem_total_mb=2000,
-        power_mode=PowerMode(0 if mode == "MAXN" else 2, mode),
-    )
+_ctx = mode_context
 
 
 def _loop(modes: list[str], cooldown: float = 0.0):
