@@ -175,7 +175,6 @@ class LatencyLearner:
         mode: str,
         processor: str,
         observed_ms: float,
-        prior_p50_ms: float,
         *,
         shadow: bool = False,
     ) -> None:
@@ -184,10 +183,9 @@ class LatencyLearner:
         A served call (``shadow=False``) also moves the processor's contention and stall
         tail, once the variant's own latency rests on ``anchor_n`` samples: until then the
         contention holds, so what is new about a variant goes to that variant and not to
-        every other one. ``prior_p50_ms`` (the profile's p50 in this context) is what is
-        believed of the variant before; it is kept for the interface and the docs' sake.
+        every other one. The contention compares with learned latencies only, so the
+        profile plays no part here (it is the prior of `learned`).
         """
-        del prior_p50_ms  # the contention compares with learned latencies only
         if not (math.isfinite(observed_ms) and observed_ms >= 0):
             raise ValueError(f"observed_ms must be a finite latency >= 0, got {observed_ms}")
         now = self._clock()

@@ -229,12 +229,7 @@ class Predictor:
         a negative or non-finite time."""
         processor = self._key(estimate.variant_id)  # NotFoundError for a typo
         self._learner.observe(
-            estimate.variant_id,
-            estimate.mode,
-            processor,
-            observed_ms,
-            estimate.model_p50_ms,
-            shadow=shadow,
+            estimate.variant_id, estimate.mode, processor, observed_ms, shadow=shadow
         )
 
     def correction(self, variant_id: str, mode: str = DEFAULT_POWER_MODE) -> float:

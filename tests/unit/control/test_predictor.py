@@ -368,7 +368,7 @@ def test_contention_stays_within_its_bounds_when_observations_are_extreme(
     p, _ = learning()
     serve(p, CPU, 2.0, 8)
     for _ in range(200):
-        p.learner.observe(CPU, "MAXN", "cpu", observed, 1.0)
+        p.learner.observe(CPU, "MAXN", "cpu", observed)
         c = p.correction(CPU, "MAXN")
         assert CONTENTION_MIN <= c <= CONTENTION_MAX
     assert math.log(c) * math.log(bound) > 0  # it moved towards that bound
