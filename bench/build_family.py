@@ -84,7 +84,7 @@ def main() -> None:
         + "\n\nONNX Runtime CPU, 1 intra-op thread, 5 interleaved rounds x 200 runs."
     )
     print(body)
-    write_section("build_family", "Building the default family (issue 4)", body)
+    write_section("build_family", "Building the default family", body)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def main() -> None:
         f"- ratio evolve / independent: **{evolve_s / independent_s:.1%}** "
         f"(training overhead {evolve_s / independent_s - 1:+.1%})\n\n" + PROTOCOL
     )
-    write_section("evolve_cost", "Evolve training cost vs independent training (issue 3)", body)
+    write_section("evolve_cost", "Evolve training cost vs independent training", body)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from results import write_section
 
-from edge_service.build.ort_builder import BuildRequest, build_family
+from edge_service.compile.family import build_family
+from edge_service.compile.ort_builder import BuildRequest
 from edge_service.config import REPO_ROOT, Settings
 from edge_service.data.fashion import load_split
 from edge_service.evolve.supernet import FORMAT
@@ -134,7 +135,7 @@ def main() -> None:
         "p50/p99, batch 1, 1 intra-op thread, ONNX Runtime CPU."
     )
     print(body)
-    write_section("evolve_variants", "Evolved variants vs the base (issue 3)", body)
+    write_section("evolve_variants", "Evolved variants vs the base", body)
     tmpdir.cleanup()
 
 

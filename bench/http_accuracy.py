@@ -58,7 +58,7 @@ def main() -> None:
         f"{np.percentile(total_ms, 99):.2f} ms; engine p50 {np.percentile(engine_ms, 50):.3f} ms"
     )
     print(body)
-    write_section("http_accuracy", "Fashion-MNIST test set over HTTP (issue 2)", body)
+    write_section("http_accuracy", "Fashion-MNIST test set over HTTP", body)
 
 
 if __name__ == "__main__":

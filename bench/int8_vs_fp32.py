@@ -50,7 +50,7 @@ def main() -> None:
         "shows the median over rounds of each round's p50 / p99. A ratio < 1 means INT8 is "
         "faster."
     )
-    write_section("int8_vs_fp32", "INT8 vs FP32, ONNX Runtime CPU (issue 2)", body)
+    write_section("int8_vs_fp32", "INT8 vs FP32, ONNX Runtime CPU", body)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_service.control.budget import Policy
+from edge_service.control.limits import Policy
 from edge_service.control.predictor import Predictor
 from edge_service.hostinfo import device_id
 from edge_service.monitor.context import Context

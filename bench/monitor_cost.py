@@ -64,7 +64,7 @@ def main() -> None:
         "\n\nTarget: <= 1% of one core at 10 Hz. CPU time is the process's own "
         "(time.process_time) inside sample(), over wall time."
     )
-    write_section("monitor_cost", "Monitor sampling cost (issue 5)", body)
+    write_section("monitor_cost", "Monitor sampling cost", body)
 
 
 if __name__ == "__main__":

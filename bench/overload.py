@@ -416,7 +416,7 @@ def main() -> None:
         name, title = "overload_big_frames", "Overload with big frames: memory stays bounded"
     else:
         name, title = "overload", "Overload: shedding, bounded memory and recovery"
-    write_section(name, f"{title} (issue 9)", body)
+    write_section(name, title, body)
     print(body)
     raise SystemExit(0 if doc["passed"] else 1)
 

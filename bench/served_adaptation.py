@@ -41,6 +41,7 @@ from served_oracle import measure_oracle
 from served_report import report
 
 from edge_service.data.fashion import load_split
+from edge_service.server.process import ServerProcess
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-control-token-0123456789"
@@ -148,9 +149,8 @@ def listen(url: str, run: Run, stop: threading.Event) -> None:
                 (run.events if kind == "adaptation" else run.contexts).append(doc)
 
 
-def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {
-        "EDGE_PORT": str(port),
+def start_server(args: argparse.Namespace, log: Path) -> ServerProcess:
+    env = {
         "EDGE_ENGINES_DIR": str(args.engines_dir),
         "EDGE_LATENCY_BUDGET_MS": str(args.budget_ms),
         "EDGE_COOLDOWN_S": "2",
@@ -160,26 +160,12 @@ def start_server(args: argparse.Namespace, port: int, log: Path) -> subprocess.P
         "EDGE_CONTROL_TOKEN": TOKEN,
         "EDGE_PRELOAD_MEMORY_MB": "64",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_service", "serve"], env=env,
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start; see {log}")
+    return ServerProcess(env, log, stop_timeout_s=15).start()
 
 
 def scenario(args: argparse.Namespace, run: Run, data: list, memory_cut_mb: float | None) -> None:
-    port = 8190 + len(run.name)
-    proc = start_server(args, port, args.out / f"server-{run.name}.log")
-    url = f"http://127.0.0.1:{port}"
+    server = start_server(args, args.out / f"server-{run.name}.log")
+    url = server.url
     auth = {"authorization": f"Bearer {TOKEN}"}
     ctl = httpx.Client(base_url=url, timeout=30, headers=auth)
     stop, hog = threading.Event(), Hog()
@@ -217,12 +203,7 @@ def scenario(args: argparse.Namespace, run: Run, data: list, memory_cut_mb: floa
         for t in threads[1:]:
             t.join(15)
         ctl.close()
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def cut_below_active(ctl: httpx.Client) -> float:

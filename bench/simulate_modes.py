@@ -15,7 +15,7 @@ from pathlib import Path
 
 from results import write_section
 
-from edge_service.control.budget import Policy
+from edge_service.control.limits import Policy
 from edge_service.control.predictor import Predictor
 from edge_service.hostinfo import device_id
 from edge_service.monitor.context import Context, PowerMode
@@ -68,7 +68,7 @@ def main() -> None:
     body += "".join(f"\n\n{line}" for line in notes(report))
     print(body)
     write_section(
-        "simulate_modes", "Policy vs baselines on a power-mode trace (issue 6, simulated)", body
+        "simulate_modes", "Policy vs baselines on a power-mode trace (simulated)", body
     )
 
 

@@ -389,7 +389,7 @@ def main() -> None:
         [Window(**w) for w in result["windows"]],
         result["checks"],
     )
-    write_section("soak", "Soak: steady load with variant switches (issue 9)", body)
+    write_section("soak", "Soak: steady load with variant switches", body)
     print(body)
     raise SystemExit(0 if result["passed"] else 1)
 

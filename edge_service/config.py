@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from edge_service.errors import ConfigError
+from edge_service.source_names import MonitorSourceName
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,7 +55,7 @@ class Settings(BaseSettings):
     top_k: int = Field(5, ge=1, le=100)
     intra_op_threads: int = Field(0, ge=0, description="0 lets ONNX Runtime choose")
     monitor_period_s: float = Field(0.5, gt=0.0, le=60.0)
-    monitor_source: Literal["auto", "jtop", "tegra", "tegrastats", "linux", "replay"] = "auto"
+    monitor_source: MonitorSourceName = "auto"
     monitor_trace: Path | None = None
     power_mode: int | None = Field(
         None,

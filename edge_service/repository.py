@@ -146,7 +146,7 @@ VariantStatus = Literal["servable", "rejected", "dominated"]
 class Variant(_Model):
     """A variant in the catalog: spec, engine artifact, accuracy, profiles, gate status.
 
-    ``status`` is set by the build's accuracy and dominance gate (`build.gate`):
+    ``status`` is set by the build's accuracy and dominance gate (`compile.gate`):
     *rejected* engines lost more top-1 than allowed against their FP32 sibling and are
     never served; *dominated* ones are slower and no more accurate than another variant
     on the build device, so the controller never targets them (an operator may still pin

@@ -37,7 +37,8 @@ def engines_dir(tmp_path_factory: pytest.TempPathFactory, test_split: Split) -> 
     dw-dw-dw` builds it (from the committed evolved weights, accuracy on 1,000 images)."""
     if not HAS_TORCH:
         pytest.skip("building engines needs the train extra (torch)")
-    from edge_service.build.ort_builder import BuildRequest, build_family
+    from edge_service.compile.family import build_family
+    from edge_service.compile.ort_builder import BuildRequest
 
     root = tmp_path_factory.mktemp("engines")
     train = load_split(DEFAULT_FASHION_DIR, "train")

@@ -10,11 +10,7 @@ variant) or `hold_still` (an operator pin on a live board).
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -29,6 +25,7 @@ from edge_service.errors import EngineError
 from edge_service.monitor.context import Context, PowerMode
 from edge_service.repository import parse_catalog
 from edge_service.runtime.engine import EngineBase, EngineInfo
+from edge_service.server.process import ServerProcess, ServerStartError
 from edge_service.variants import VariantSpec
 
 
@@ -108,38 +105,24 @@ def hold_still(url: str, token: str | None = None) -> str:
     return str(best["id"])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-BIND_ATTEMPTS = 3
-
-
 def start_server(
     engines_dir: Path, log: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``edge-service serve [extra_args]`` on a free port; return the process and its
-    URL once it is ready.
-
-    A free port is only free when it is picked: another process (a client's ephemeral port,
-    another test session's server) may take it before the server binds it, seconds later.
-    Then the server exits, and it is started again on another port; and readiness counts
-    only when the listening socket is this process's own, never another server's.
-    """
-    for _ in range(BIND_ATTEMPTS):
-        port = _free_port()
-        cmd = [sys.executable, "-m", "edge_service", "serve", "--port", str(port)]
-        cmd += ["--engines-dir", str(engines_dir), *extra_args]
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ | (env or {})
-            )
-        url = f"http://127.0.0.1:{port}"
-        if _wait_ready(url, port, proc, log):
-            return proc, url
-    pytest.fail(f"no free port held in {BIND_ATTEMPTS} attempts:\n{log.read_text()}")
+    """Start ``edge-service serve --engines-dir ... [extra_args]`` on a free port
+    (`edge_service.server.process.ServerProcess`); return the process and its URL once it
+    is ready. A server that cannot start fails the test with its log."""
+    server = ServerProcess(
+        env or {},
+        log,
+        ["--engines-dir", str(engines_dir), *extra_args],
+        ready_timeout_s=READY_TIMEOUT_S,
+        stop_timeout_s=STOP_TIMEOUT_S,
+    )
+    try:
+        server.start()
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    return server.proc, server.url
 
 
 @contextmanager
@@ -159,42 +142,6 @@ def run_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def _wait_ready(url: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
-    """True once ``proc`` listens on ``port`` and answers ready; False when it exited
-    because the port was taken meanwhile; fails the test on any other exit or after
-    READY_TIMEOUT_S."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            text = log.read_text(errors="replace")
-            if "address already in use" in text.lower():
-                return False
-            pytest.fail(f"server exited with {proc.returncode}:\n{text}")
-        try:
-            ready = httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
-        except httpx.TransportError:
-            ready = False
-        if ready and _listens(proc.pid, port):
-            return True
-        time.sleep(0.2)
-    pytest.fail(f"server not ready in {READY_TIMEOUT_S:.0f} s:\n{log.read_text()}")
-
-
-def _listens(pid: int, port: int) -> bool:
-    """Whether process ``pid`` itself holds a listening TCP socket on ``port``."""
-    import psutil
-
-    try:
-        process = psutil.Process(pid)
-        if hasattr(process, "net_connections"):  # psutil >= 6
-            conns = process.net_connections("tcp")
-        else:
-            conns = process.connections("tcp")
-    except psutil.Error:
-        return False
-    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in conns)
 
 
 def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:

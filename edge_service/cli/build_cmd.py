@@ -34,7 +34,7 @@ BUILD_LOCK = ".build.lock"  # in the family folder
 
 def resolve_backend(backend: str) -> str | None:
     """The TensorRT target to build for, or None for ONNX Runtime only (said why)."""
-    from edge_service.build.trt_builder import detect_target
+    from edge_service.runtime.trt_cache import detect_target
 
     if backend == "onnxruntime":
         return None
@@ -164,7 +164,7 @@ def build(
     """
     setup_logging(verbose)
     try:
-        from edge_service.build.calibration import METHODS
+        from edge_service.compile.calibration import METHODS
 
         if backend not in ("auto", "onnxruntime", "tensorrt"):
             raise BuildError(f"--backend {backend!r}: use auto, onnxruntime or tensorrt")
@@ -254,7 +254,8 @@ def _build_default(
     int8_activations: str | None = None,
     staging: Staging | None = None,
 ) -> dict[str, object]:
-    from edge_service.build.ort_builder import BuildRequest, build_family
+    from edge_service.compile.family import build_family
+    from edge_service.compile.ort_builder import BuildRequest
 
     staging = staging or Staging()
     from edge_service.data.fashion import load_split, selection_split
@@ -341,7 +342,7 @@ def _build_onnx_family(
     force: bool,
     int8_activations: str | None = None,
 ) -> Path:
-    from edge_service.build.byo import OnnxFamilyRequest, build_from_onnx
+    from edge_service.compile.byo import OnnxFamilyRequest, build_from_onnx
 
     if not models:
         raise BuildError(

@@ -184,7 +184,7 @@ DEFAULT_EVOLVED = REPO_ROOT / "models" / "fashion" / "evolved.pt"
 
 def _device_int8() -> tuple[str, bool]:
     """The INT8 scheme ONNX Runtime gets on this device (what the evolve probes use)."""
-    from edge_service.build.int8_scheme import choose_int8_scheme
+    from edge_service.compile.int8_scheme import choose_int8_scheme
     from edge_service.device import current
 
     scheme = choose_int8_scheme(current(), tensorrt=False)
@@ -217,9 +217,10 @@ def _tqdm_progress() -> Callable[[str, int, int], None]:
 def evolve(
     base_weights: Annotated[Path, typer.Option(help="trained base model")] = DEFAULT_WEIGHTS,
     out: Annotated[Path, typer.Option(help="multi-branch weights to write")] = DEFAULT_EVOLVED,
-    branches: Annotated[str, typer.Option(help="comma list of branch operators")] = (
-        "id,p25,p50,p75,lr50,lr25,dw,m,mdw"
-    ),
+    branches: Annotated[
+        str | None,
+        typer.Option(help="comma list of branch operators (default: every one, id first)"),
+    ] = None,
     resolutions: Annotated[str, typer.Option(help="comma list of input sizes")] = "28,24,20",
     distill_epochs: Annotated[int, typer.Option(min=0)] = 2,
     finetune_epochs: Annotated[int, typer.Option(min=0)] = 1,
@@ -248,10 +249,10 @@ def evolve(
         from edge_service.data.fashion import load_split
         from edge_service.errors import ConfigError
         from edge_service.evolve.distill import EvolveConfig
-        from edge_service.evolve.operators import BRANCHES
+        from edge_service.evolve.operators import BRANCHES, cheapest
         from edge_service.evolve.run import EvolveRequest, run_evolve
 
-        names = _csv(branches)
+        names = _csv(branches) if branches is not None else tuple(BRANCHES)
         unknown = sorted(set(names) - set(BRANCHES))
         if unknown or "id" not in names:
             raise ConfigError(
@@ -265,7 +266,7 @@ def evolve(
             seed=seed,
             train_limit=train_limit,
             threads=threads,
-            smallest=max(names, key=list(BRANCHES).index),  # BRANCHES: large -> small
+            smallest=cheapest(names),
         )
         precisions = tuple(dict.fromkeys(precision or ("fp32", "int8")))
         if set(precisions) - {"fp32", "int8"}:

@@ -24,6 +24,7 @@ from edge_service.cli._common import (
 )
 from edge_service.config import NOT_IN_FILE, SECRET_FIELDS, Settings
 from edge_service.errors import BuildError, ConfigError, EdgeServiceError
+from edge_service.source_names import SOURCE_NAMES
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -159,8 +160,7 @@ def monitor(
         str | None,
         typer.Option(
             "--source",
-            help="auto, jtop, tegra, tegrastats, linux, replay "
-            "(default: EDGE_MONITOR_SOURCE or auto)",
+            help=f"{', '.join(SOURCE_NAMES)} (default: EDGE_MONITOR_SOURCE or auto)",
         ),
     ] = None,
     trace: Annotated[Path | None, typer.Option(help="trace to replay (--source replay)")] = None,
@@ -171,14 +171,14 @@ def monitor(
     import time
 
     from edge_service.monitor.replay import TraceRecorder
-    from edge_service.monitor.select import SOURCES, open_source
+    from edge_service.monitor.select import open_source
 
     setup_logging(verbose)
     try:
         settings = settings_from()
         kind = source_kind or settings.monitor_source
-        if kind not in SOURCES:
-            raise ConfigError(f"--source {kind!r} is not one of {', '.join(SOURCES)}")
+        if kind not in SOURCE_NAMES:
+            raise ConfigError(f"--source {kind!r} is not one of {', '.join(SOURCE_NAMES)}")
         source = open_source(kind, trace or settings.monitor_trace)
     except EdgeServiceError as exc:
         raise fail(exc) from exc
@@ -278,7 +278,7 @@ def simulate(
     """
     setup_logging(verbose)
     try:
-        from edge_service.control.budget import Policy
+        from edge_service.control.limits import Policy
         from edge_service.control.predictor import Predictor
         from edge_service.hostinfo import device_id
         from edge_service.monitor.replay import read_trace

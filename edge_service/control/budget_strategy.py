@@ -2,7 +2,7 @@
 with hysteresis, backoff from variants that broke the policy, and exploration (measure a
 variant by shadow runs before a voluntary move to it).
 
-The policy itself (`edge_service.control.budget.choose`) stays a pure function; this is
+The policy itself (`edge_service.control.budget_policy.choose`) stays a pure function; this is
 the state around it: the holds, the measuring schedule, the served calls' record.
 """
 
@@ -14,8 +14,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edge_service.control.budget import Policy, PolicyState, best, choose, rank_key, violations
-from edge_service.control.policy import Decision
+from edge_service.control.budget_policy import PolicyState, best, choose, rank_key, violations
+from edge_service.control.decision import Decision
+from edge_service.control.limits import Policy
 from edge_service.control.predictor import Estimate, Predictor
 from edge_service.control.strategy import around
 from edge_service.monitor.context import Context
@@ -138,12 +139,7 @@ class BudgetStrategy:
         self._account(ctx.t, current, choice.variant_id, bool(choice.violations))
         with self._lock:
             self._current = choice.variant_id  # what is served once this decision is acted on
-        return Decision(
-            variant_id=choice.variant_id,
-            reason=choice.reason,
-            constrained=not choice.feasible,
-            changed=choice.changed,
-        )
+        return choice
 
     def _blocked(self, now: float, current: str | None, usable: list[Estimate]) -> set[str]:
         """Variants a voluntary move may not go to now: held after a violation (unless

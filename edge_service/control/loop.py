@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edge_service.control.decision import Decision
 from edge_service.control.events import AdaptationEvent, EventLog
-from edge_service.control.policy import Decision
 from edge_service.control.strategy import Strategy
 from edge_service.errors import EdgeServiceError
 from edge_service.monitor.context import Context
@@ -54,7 +54,7 @@ class AdaptationLoop:
         events: EventLog,
         period_s: float = 0.5,
         preload_memory_mb: float = 0.0,
-        engine_memory_mb: Callable[[str], float] | None = None,
+        engine_memory_mb: Callable[[str], float | None] | None = None,
         prober: Prober | None = None,
     ) -> None:
         self._source, self._pool, self.strategy = source, pool, strategy
@@ -188,7 +188,7 @@ class AdaptationLoop:
             log.info("monitor reads the board again (%s)", ctx.source)
             self._monitor_event(f"monitor back: reading {ctx.source}", None)
         elif previous is not None and previous != ctx.source:
-            failures = getattr(self._source, "failures", {})
+            failures = self._source.failures
             self._monitor_event(
                 f"monitor failover: {previous} -> {ctx.source}", failures.get(previous)
             )
@@ -205,7 +205,7 @@ class AdaptationLoop:
                 continue
             suffix = "" if vid == first else " that loads"
             reason = f"monitor unavailable -> most accurate{suffix}"
-            decision = Decision(variant_id=vid, reason=reason, constrained=False, changed=True)
+            decision = Decision(variant_id=vid, reason=reason, changed=True)
             self._switch(time.time(), None, None, decision)
             if self._pool.active_id is not None:
                 return
@@ -265,17 +265,34 @@ class AdaptationLoop:
         self._prober = prober
 
     def _preload(self, active: str) -> None:
-        """Load the active variant's neighbours on standby, nearest first, within budget."""
+        """Load the active variant's neighbours on standby, nearest first, within budget.
+
+        A variant whose memory nobody measured yet is loaded while the budget has room
+        (its load measures it); then the standby set is trimmed to the budget with the
+        figures measured."""
         if self._preload_mb <= 0:
             return
+        neighbours = self.strategy.neighbours(active)
+        chosen = self._within_budget(neighbours, unknown_fits=True)
+        self._pool.preload(chosen)
+        measured = self._within_budget(chosen, unknown_fits=False)
+        if measured != chosen:
+            self._pool.preload(measured)
+
+    def _within_budget(self, order: list[str], *, unknown_fits: bool) -> list[str]:
+        """The longest prefix of ``order`` whose engines fit ``preload_memory_mb``; an
+        unknown cost fits while room is left when ``unknown_fits``, else ends the list."""
         chosen, used = [], 0.0
-        for vid in self.strategy.neighbours(active):
+        for vid in order:
             cost = self._engine_mb(vid)
-            if used + cost > self._preload_mb:
+            if cost is None:
+                if not (unknown_fits and used < self._preload_mb):
+                    break
+            elif used + cost > self._preload_mb:
                 break
             chosen.append(vid)
-            used += cost
-        self._pool.preload(chosen)
+            used += cost or 0.0
+        return chosen
 
     def state(self) -> LoopState:
         return LoopState(self._context, self._decision, self._ticks, self._source_errors)

@@ -15,8 +15,9 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from edge_service.control.policy import Candidate, Decision, SimpleRule, decide, most_accurate
+from edge_service.control.decision import Decision, most_accurate
 from edge_service.control.predictor import Estimate
+from edge_service.control.pressure_rule import Candidate, PressureRule, decide, latency_of
 from edge_service.monitor.context import Context
 
 
@@ -71,7 +72,7 @@ class PressureStrategy:
 
     name = "pressure"
 
-    def __init__(self, candidates: list[Candidate], rule: SimpleRule) -> None:
+    def __init__(self, candidates: list[Candidate], rule: PressureRule) -> None:
         if not candidates:
             raise ValueError("the adaptation loop needs at least one candidate variant")
         self._candidates = {c.variant_id: c for c in candidates}
@@ -97,7 +98,7 @@ class PressureStrategy:
         return around([c.variant_id for c in order], variant_id)
 
     def default(self) -> str:
-        return most_accurate(list(self._candidates.values())).variant_id
+        return most_accurate(self._candidates.values(), latency_of).variant_id
 
     def predicted_ms(self, variant_id: str) -> float | None:
         c = self._candidates.get(variant_id)

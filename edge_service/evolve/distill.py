@@ -32,7 +32,7 @@ from torch import nn
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec, preprocess
 from edge_service.evolve.model import StagedCNN
-from edge_service.evolve.operators import BRANCHES, RESOLUTIONS
+from edge_service.evolve.operators import BRANCHES, RESOLUTIONS, cheapest
 from edge_service.evolve.supernet import MultiBranchNet
 from edge_service.evolve.train import augment
 from edge_service.fsutil import atomic_write_with
@@ -58,7 +58,7 @@ class EvolveConfig:
     seed: int = 0
     train_limit: int = 0
     threads: int = 0
-    smallest: str = "mdw"
+    smallest: str = field(default_factory=lambda: cheapest(BRANCHES))
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -17,7 +17,8 @@ transform), so block-wise distillation only has to repair what the operator lost
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -178,16 +179,34 @@ def merge(keep: int = 1) -> Operator:
     return run
 
 
-# The branch menu: name -> operator. Names are what variant ids are made of.
-BRANCHES: dict[str, Operator] = {
-    "id": identity,
-    "p25": prune(0.25),
-    "p50": prune(0.50),
-    "p75": prune(0.75),
-    "lr50": low_rank(0.50),
-    "lr25": low_rank(0.25),
-    "dw": depthwise_separable,
-    "m": merge(1),
-    "mdw": compose(merge(1), depthwise_separable),
+@dataclass(frozen=True)
+class Branch:
+    """One entry of the branch menu: the operator, and its rank by cost (0: the base's own
+    stage, the most expensive; a higher rank is cheaper). The rank picks the path that
+    distillation trains as the smallest, so it is stated, not implied by an order."""
+
+    operator: Operator
+    cost_rank: int
+
+    def __call__(self, stage: nn.Sequential) -> nn.Sequential:
+        return self.operator(stage)
+
+
+# The branch menu: name -> branch. Names are what variant ids are made of.
+BRANCHES: dict[str, Branch] = {
+    "id": Branch(identity, 0),
+    "p25": Branch(prune(0.25), 1),
+    "p50": Branch(prune(0.50), 2),
+    "p75": Branch(prune(0.75), 3),
+    "lr50": Branch(low_rank(0.50), 4),
+    "lr25": Branch(low_rank(0.25), 5),
+    "dw": Branch(depthwise_separable, 6),
+    "m": Branch(merge(1), 7),
+    "mdw": Branch(compose(merge(1), depthwise_separable), 8),
 }
+
+
+def cheapest(names: Iterable[str]) -> str:
+    """The branch of ``names`` with the highest cost rank (KeyError for an unknown one)."""
+    return max(names, key=lambda name: BRANCHES[name].cost_rank)
 RESOLUTIONS: tuple[int, ...] = (28, 24, 20)

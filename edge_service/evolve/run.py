@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_service.build.export import INPUT_NAME
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec, preprocess
 from edge_service.device import current as current_device
@@ -35,6 +34,7 @@ from edge_service.evolve.search import (
 from edge_service.evolve.supernet import MultiBranchNet, save_supernet
 from edge_service.evolve.train import load_weights
 from edge_service.fsutil import sha256_file
+from edge_service.onnx_tools.export import INPUT_NAME
 from edge_service.profile.accuracy import engine_accuracy
 from edge_service.profile.latency import measure_latency
 from edge_service.runtime.ort_engine import OrtEngine

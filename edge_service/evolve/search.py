@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from edge_service.build.calibration import quantize_feeds
-from edge_service.build.export import INPUT_NAME, export_onnx
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec
 from edge_service.evolve.supernet import MultiBranchNet
 from edge_service.evolve.train import evaluate
+from edge_service.onnx_tools.export import INPUT_NAME, export_onnx
+from edge_service.onnx_tools.quantize import quantize_feeds
 from edge_service.profile.latency import measure_latency
 from edge_service.runtime.ort_engine import OrtEngine
 from edge_service.variants import IDENTITY, VariantSpec

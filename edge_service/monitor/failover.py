@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 from edge_service.errors import MonitorError
 from edge_service.monitor.context import Context
-from edge_service.monitor.source import MonitorSource
+from edge_service.monitor.source import MonitorSource, SourceBase
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def factory_name(factory: SourceFactory) -> str:
     return repr(factory)
 
 
-class FailoverSource:
+class FailoverSource(SourceBase):
     """Samples the best working source of `factories` (best first); see the module docstring.
 
     Raises MonitorError on construction when no source opens, and from `sample()` when
@@ -82,9 +82,8 @@ class FailoverSource:
     def invalidate_power_mode(self) -> None:
         """Pass a power mode change on to every open source."""
         for source in self._sources:
-            invalidate = getattr(source, "invalidate_power_mode", None)
-            if invalidate is not None:
-                invalidate()
+            if source is not None:
+                source.invalidate_power_mode()
 
     def close(self) -> None:
         """Close every open source; safe to call twice."""

@@ -23,6 +23,7 @@ from typing import Any
 
 from edge_service.errors import MonitorError
 from edge_service.monitor.context import Context, PowerMode
+from edge_service.monitor.source import SourceBase
 from edge_service.monitor.thermal import OFFLINE_BELOW_C
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ SERVICE_ADVICE = (
 )
 
 
-class JtopSource:
+class JtopSource(SourceBase):
     """Samples a running jtop client; the connection is opened on construction."""
 
     name: str = "jtop"

@@ -23,6 +23,7 @@ from edge_service.hostinfo import device_name
 from edge_service.monitor.cgroup import CgroupLimits, own_cgroups, read_limits
 from edge_service.monitor.context import Context
 from edge_service.monitor.nvpmodel import CachedPowerMode, PowerModeQuery
+from edge_service.monitor.source import SourceBase
 from edge_service.monitor.sysfs import cpu_freqs_hz, thermal_temps_c
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 _MB = 1024 * 1024
 
 
-class LinuxSource:
+class LinuxSource(SourceBase):
     """Reads this machine's state with psutil and the files under `root` (``/sys``, ``/proc``).
 
     `cgroup_root` is where the cgroup hierarchy is mounted; tests point it (and `root`) at

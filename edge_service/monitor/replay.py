@@ -21,6 +21,7 @@ from typing import TextIO, TypeAlias
 
 from edge_service.errors import MonitorError
 from edge_service.monitor.context import Context
+from edge_service.monitor.source import SourceBase
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _parse_line(trace: Path, lineno: int, line: str) -> Context:
         raise MonitorError(f"{trace} line {lineno}: {exc.message}") from exc
 
 
-class ReplaySource:
+class ReplaySource(SourceBase):
     """Plays a recorded trace back as a monitor source.
 
     The first `sample()` starts the playback clock. Each `sample()` returns the last trace

@@ -20,6 +20,7 @@ from edge_service.hostinfo import device_name
 from edge_service.monitor.context import Context
 from edge_service.monitor.nvpmodel import CachedPowerMode, PowerModeQuery, StatusFilePowerMode
 from edge_service.monitor.procfs import busy_share, cpu_times, meminfo_kb, memory_mb
+from edge_service.monitor.source import SourceBase
 from edge_service.monitor.sysfs import online_cpus, read_int
 from edge_service.monitor.tegra_hw import (
     find_gpu,
@@ -41,7 +42,7 @@ def is_jetson(root: Path = Path("/")) -> bool:
     return (root / TEGRA_RELEASE).exists() or find_gpu(root / "sys") is not None
 
 
-class TegraSource:
+class TegraSource(SourceBase):
     """Reads a Jetson's state from the files under `root` (tests point it at a fixture tree).
 
     The power mode comes from `nvpmodel` (an `NvpModel`, or an `EmulatedNvpModel`) when

@@ -21,6 +21,7 @@ import time
 from edge_service.errors import MonitorError
 from edge_service.monitor.context import Context
 from edge_service.monitor.nvpmodel import CachedPowerMode, PowerModeQuery
+from edge_service.monitor.source import SourceBase
 from edge_service.monitor.thermal import OFFLINE_BELOW_C
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _temps(line: str) -> dict[str, float]:
     return temps
 
 
-class TegrastatsSource:
+class TegrastatsSource(SourceBase):
     """Runs ``tegrastats --interval <ms>`` and reports its newest line.
 
     The process starts on the first `sample()` and a reader thread keeps the latest line,

@@ -1,1 +1,1 @@
-"""Measuring engines: latency, accuracy (and, with the adaptation issue, memory and energy)."""
+"""Measuring engines: latency, accuracy, memory and energy, per power mode."""

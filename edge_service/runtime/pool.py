@@ -13,6 +13,12 @@ A variant whose engine fails to load (a corrupt artifact, a backend error, out o
 is marked *unhealthy*: the controller leaves it alone, a request pinned to it gets a 503
 that says why, and the engine already serving carries on. The mark is retried after
 ``retry_unhealthy_s`` (memory may have come free, the file may have been rebuilt).
+
+The pool is a thin coordinator over three parts: `Leases` (who holds an engine),
+`Residency` (which engines are loaded, in which role) and `Health` (which variants failed
+to load). Leases and residency change together, under the pool's one lock; health has its
+own. Loads run under a second lock (one at a time) with the first one released, so a
+request never waits for a load it did not ask for.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import psutil
+
 from edge_service.errors import EdgeServiceError, EngineError, NotReadyError
 from edge_service.runtime.engine import Engine
+from edge_service.runtime.health import Health
+from edge_service.runtime.leases import Leases
+from edge_service.runtime.residency import Residency
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +52,11 @@ class EnginePool:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._loader = loader
-        self._max_pinned = max_pinned
-        self._retry_unhealthy_s, self._clock = retry_unhealthy_s, clock
-        self._lock = threading.Lock()  # guards the maps below; never held while loading
+        self._lock = threading.Lock()  # guards _leases and _resident; never held while loading
         self._swap_lock = threading.Lock()  # one load/swap at a time
-        self._active: Engine | None = None
-        self._active_id: str | None = None
-        self._leases: dict[int, int] = {}
-        self._retired: dict[int, Engine] = {}
-        self._standby: dict[str, Engine] = {}  # preloaded, ready to swap in
-        self._pinned: OrderedDict[str, Engine] = OrderedDict()  # for pinned requests
-        self._unhealthy: dict[str, tuple[str, float]] = {}  # id -> (why, when)
+        self._leases = Leases()
+        self._resident = Residency(max_pinned)
+        self._health = Health(retry_unhealthy_s, clock=clock)
         self.last_swap_ms: float | None = None
         self.last_swap_preloaded: bool | None = None
         self.swaps = 0
@@ -61,34 +65,39 @@ class EnginePool:
     def unhealthy(self) -> frozenset[str]:
         """Variants whose engine failed to load (tried again after ``retry_unhealthy_s``,
         or at once after ``forgive``)."""
-        return frozenset(v for v in list(self._unhealthy) if self.unhealthy_reason(v))
+        return self._health.unhealthy()
 
     def unhealthy_reason(self, variant_id: str) -> str | None:
         """Why ``variant_id`` is unhealthy, or None when it is not (any longer)."""
-        found = self._unhealthy.get(variant_id)
-        if found is None or self._clock() - found[1] >= self._retry_unhealthy_s:
-            return None
-        return found[0]
+        return self._health.reason(variant_id)
 
     @property
     def standby(self) -> tuple[str, ...]:
         """Variants preloaded for a fast swap."""
-        return tuple(self._standby)
+        with self._lock:
+            return tuple(self._resident.standby)
 
     @property
     def pinned(self) -> tuple[str, ...]:
         """Variants loaded for pinned requests, least recently used first."""
-        return tuple(self._pinned)
+        with self._lock:
+            return tuple(self._resident.pinned)
 
     @property
     def loaded(self) -> tuple[str, ...]:
         """Every variant with a loaded engine in the pool."""
-        active = (self._active_id,) if self._active_id is not None else ()
-        return (*active, *self._standby, *self._pinned)
+        with self._lock:
+            return self._resident.loaded()
+
+    def measured_mb(self, variant_id: str) -> float | None:
+        """What loading ``variant_id`` added to this process's resident memory, the most
+        seen (None until it was loaded here)."""
+        with self._lock:
+            return self._resident.load_mb.get(variant_id)
 
     def forgive(self, variant_id: str) -> None:
         """Let a variant that failed to load be tried again."""
-        self._unhealthy.pop(variant_id, None)
+        self._health.forgive(variant_id)
 
     def set_loader(self, loader: Callable[[str], Engine]) -> None:
         """Load later engines with ``loader`` (e.g. at a new thread count); see ``reload``."""
@@ -100,35 +109,33 @@ class EnginePool:
         mark the variant unhealthy and are not raised (preloading is best effort)."""
         with self._swap_lock:
             sick = self.unhealthy
-            wanted = [v for v in variant_ids if v != self._active_id and v not in sick]
             with self._lock:
-                dropped = [self._standby.pop(v) for v in list(self._standby) if v not in wanted]
-                to_close = [e for e in map(self._retire, dropped) if e is not None]
-            for engine in to_close:
-                engine.close()
+                active = self._resident.active_id
+                wanted = [v for v in variant_ids if v != active and v not in sick]
+                dropped = self._resident.keep_standby(wanted)
+                to_close = [e for e in map(self._leases.retire, dropped) if e is not None]
+            _close(to_close)
             for vid in wanted:
-                if vid in self._standby:
-                    continue
                 with self._lock:
-                    found: Engine | None = self._pinned.pop(vid, None)  # promote, no load
-                if found is not None:
-                    engine = found
-                else:
+                    if vid in self._resident.standby:
+                        continue
+                    found = self._resident.pinned.pop(vid, None)  # promote, no load
+                if found is None:
                     try:
-                        engine = self._load(vid)
+                        found = self._load(vid)
                     except EngineError:
                         continue  # preloading is best effort; _load logged why
                 with self._lock:
-                    self._standby[vid] = engine
+                    self._resident.standby[vid] = found
 
     @property
     def active_id(self) -> str | None:
         """The variant now served, or None before the first activation."""
-        return self._active_id
+        return self._resident.active_id
 
     @property
     def ready(self) -> bool:
-        return self._active is not None
+        return self._resident.active is not None
 
     def activate(self, variant_id: str) -> None:
         """Load ``variant_id`` and make it active; the old engine drains, then closes.
@@ -137,7 +144,7 @@ class EnginePool:
         engine stays active, the variant is marked unhealthy and the error propagates.
         """
         with self._swap_lock:
-            if variant_id == self._active_id:
+            if variant_id == self._resident.active_id:
                 return
             self._swap_in(variant_id, reuse=True)
 
@@ -147,50 +154,44 @@ class EnginePool:
         atomically; standby and pinned engines are dropped (the loop preloads again)."""
         with self._swap_lock:
             with self._lock:
-                dropped = [*self._standby.values(), *self._pinned.values()]
-                self._standby.clear()
-                self._pinned.clear()
-                to_close = [e for e in map(self._retire, dropped) if e is not None]
-            for engine in to_close:
-                engine.close()
-            if self._active_id is not None:
-                self._swap_in(self._active_id, reuse=False)
+                dropped = self._resident.drop_standby_and_pinned()
+                to_close = [e for e in map(self._leases.retire, dropped) if e is not None]
+                active = self._resident.active_id
+            _close(to_close)
+            if active is not None:
+                self._swap_in(active, reuse=False)
 
     def _swap_in(self, variant_id: str, *, reuse: bool) -> None:
         """Under the swap lock: make ``variant_id`` active (loaded unless ``reuse`` finds it)."""
         started = time.perf_counter()
         with self._lock:
-            engine = (
-                self._standby.pop(variant_id, None) or self._pinned.pop(variant_id, None)
-                if reuse
-                else None
-            )
+            engine = self._resident.take(variant_id) if reuse else None
         preloaded = engine is not None
         if engine is None:
             engine = self._load(variant_id)
         with self._lock:
-            old, old_id = self._active, self._active_id
-            self._active, self._active_id = engine, variant_id
-            self._leases.setdefault(id(engine), 0)
-            keep = reuse and self._max_pinned > 0 and old_id not in (None, variant_id)
+            old, old_id = self._resident.make_active(variant_id, engine)
+            keep = reuse and self._resident.max_pinned > 0 and old_id not in (None, variant_id)
             if keep and old is not None and old_id is not None:
                 # keep it warm among the pinned few: a switch back (or the next preload)
                 # takes it from there instead of loading it again; a reload drops it
-                to_close = self._cache_recent(old_id, old)
+                leaving = self._resident.remember(old_id, old)
             else:
-                to_close = [e for e in [self._retire(old)] if e is not None]
+                leaving = [old] if old is not None else []
+            to_close = [e for e in map(self._leases.retire, leaving) if e is not None]
             self.swaps += 1
         self.last_swap_ms = (time.perf_counter() - started) * 1e3
         self.last_swap_preloaded = preloaded
-        for stale in to_close:
-            stale.close()
+        _close(to_close)
         log.info("active engine is now %s (swap %.2f ms)", variant_id, self.last_swap_ms)
 
     def _load(self, variant_id: str) -> Engine:
-        """The loader's engine; any failure (MemoryError included) marks the variant
-        unhealthy and is raised as an EngineError that says why and what to do."""
+        """The loader's engine, with what it cost in memory; any failure (MemoryError
+        included) marks the variant unhealthy and is raised as an EngineError that says
+        why and what to do."""
+        rss = _rss()
         try:
-            return self._loader(variant_id)
+            engine = self._loader(variant_id)
         except EdgeServiceError as exc:
             error = EngineError(exc.message)
             cause: BaseException = exc
@@ -203,30 +204,15 @@ class EnginePool:
         except Exception as exc:  # noqa: BLE001 - a backend's own error must not escape
             error = EngineError(f"loading {variant_id} failed: {type(exc).__name__}: {exc}")
             cause = exc
-        self._unhealthy[variant_id] = (error.message, self._clock())
+        else:
+            grew = max(0.0, (_rss() - rss) / 2**20)
+            with self._lock:
+                seen = self._resident.load_mb
+                seen[variant_id] = max(grew, seen.get(variant_id, 0.0))
+            return engine
+        self._health.mark(variant_id, error.message)
         log.warning("engine %s failed to load; marked unhealthy: %s", variant_id, error.message)
         raise error from cause
-
-    def _cache_recent(self, variant_id: str, engine: Engine) -> list[Engine]:
-        """Under the lock: put ``engine`` in the pinned LRU; the evicted engines to close."""
-        self._pinned[variant_id] = engine
-        self._pinned.move_to_end(variant_id)
-        evicted = []
-        while len(self._pinned) > max(self._max_pinned, 1):
-            _, lru = self._pinned.popitem(last=False)
-            evicted.append(lru)
-        return [e for e in map(self._retire, evicted) if e is not None]
-
-    def _retire(self, old: Engine | None) -> Engine | None:
-        """Under the lock: the engine to close now, or None if leases still hold it (it
-        closes when the last one ends)."""
-        if old is None:
-            return None
-        if self._leases.get(id(old), 0) == 0:
-            self._leases.pop(id(old), None)
-            return old
-        self._retired[id(old)] = old
-        return None
 
     @contextmanager
     def lease(self, variant_id: str | None = None) -> Iterator[tuple[str, Engine]]:
@@ -237,13 +223,9 @@ class EnginePool:
             yield vid, engine
         finally:
             with self._lock:
-                self._leases[id(engine)] -= 1
-                drained = id(engine) in self._retired and self._leases[id(engine)] == 0
-                if drained:
-                    self._retired.pop(id(engine))
-                    self._leases.pop(id(engine))
-            if drained:
-                engine.close()
+                drained = self._leases.release(engine)
+            if drained is not None:
+                drained.close()
 
     def _take(self, variant_id: str | None) -> tuple[Engine, str]:
         """Find (or load) the engine and count a lease on it."""
@@ -259,11 +241,10 @@ class EnginePool:
             assert variant_id is not None  # the active engine is always found
             engine = self._load_pinned(variant_id)
             with self._lock:
-                self._leases.setdefault(id(engine), 0)
-                to_close = self._cache_recent(variant_id, engine)
-                self._leases[id(engine)] += 1
-            for old in to_close:
-                old.close()
+                evicted = self._resident.remember(variant_id, engine)
+                to_close = [e for e in map(self._leases.retire, evicted) if e is not None]
+                self._leases.acquire(engine)
+            _close(to_close)
             return engine, variant_id
 
     def _load_pinned(self, variant_id: str) -> Engine:
@@ -281,37 +262,26 @@ class EnginePool:
 
     def _find(self, variant_id: str | None) -> tuple[Engine, str] | None:
         """Under the lock: a loaded engine for the request, with its lease counted."""
-        if variant_id is None or variant_id == self._active_id:
-            engine, vid = self._active, self._active_id
-            if engine is None or vid is None:
+        found = self._resident.find(variant_id)
+        if found is None:
+            if variant_id is None or variant_id == self._resident.active_id:
                 raise NotReadyError("no engine is loaded yet; retry when /v2/health/ready is 200")
-        elif variant_id in self._standby:
-            engine, vid = self._standby[variant_id], variant_id
-        elif variant_id in self._pinned:
-            self._pinned.move_to_end(variant_id)
-            engine, vid = self._pinned[variant_id], variant_id
-        else:
             return None
-        self._leases[id(engine)] = self._leases.get(id(engine), 0) + 1
-        return engine, vid
+        self._leases.acquire(found[0])
+        return found
 
     def close(self) -> None:
         """Close every engine the pool holds."""
         with self._lock:
-            engines = [
-                e
-                for e in (
-                    self._active,
-                    *self._retired.values(),
-                    *self._standby.values(),
-                    *self._pinned.values(),
-                )
-                if e is not None
-            ]
-            self._active, self._active_id = None, None
-            self._retired.clear()
-            self._standby.clear()
-            self._pinned.clear()
-            self._leases.clear()
-        for engine in engines:
-            engine.close()
+            engines = [*self._resident.clear(), *self._leases.clear()]
+        _close(engines)
+
+
+def _close(engines: list[Engine]) -> None:
+    for engine in engines:
+        engine.close()
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes."""
+    return int(psutil.Process().memory_info().rss)

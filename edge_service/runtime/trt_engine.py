@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_service.build.trt_builder import detect_target
-from edge_service.build.trt_cache import EngineCache, TrtTarget
 from edge_service.errors import BuildError, EdgeServiceError, EngineError
 from edge_service.runtime.engine import EngineBase, EngineInfo
+from edge_service.runtime.trt_cache import EngineCache, TrtTarget, detect_target
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from edge_service.server import dashboard, frames, kserve, ops
 from edge_service.server.admission import AdmissionLimit
 from edge_service.server.broadcast import Broadcaster
 from edge_service.server.service import start_service
+from edge_service.server.views import publish_live
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, source: MonitorSource | None = 
         hub = Broadcaster()
         hub.bind(asyncio.get_running_loop())
         service = await run_in_threadpool(start_service, cfg, source, hub)
+        publish_live(service)
         app.state.service = service
         try:
             yield

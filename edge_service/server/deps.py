@@ -19,6 +19,7 @@ from edge_service.errors import (
 from edge_service.server.schemas import ErrorResponse
 from edge_service.server.service import Service
 from edge_service.server.telemetry import check_stream_id
+from edge_service.server.views import Operator, StatusView
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -34,6 +35,18 @@ def get_service(request: Request) -> Service:
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_status_view(service: ServiceDep) -> StatusView:
+    return StatusView(service)
+
+
+def get_operator(service: ServiceDep) -> Operator:
+    return Operator(service)
+
+
+StatusDep = Annotated[StatusView, Depends(get_status_view)]  # the read side, for routers
+OperatorDep = Annotated[Operator, Depends(get_operator)]  # the operator's commands
 
 
 def _check_bearer(request: Request, token: SecretStr, what: str) -> None:

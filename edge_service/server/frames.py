@@ -129,7 +129,7 @@ async def infer_frames(
     """Decode and run frames; returns the job, its results and when decoding ended."""
     images = await decode_frames(service, bodies, width=width, height=height)
     decoded = time.perf_counter()
-    job = FrameJob(service, images)
+    job = FrameJob(service.preprocess, images)
     results = await run_job(service, job, len(images), variant)
     observe(service, results)
     return job, results, decoded

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 
 from edge_service.data.letterbox import Letterbox
+from edge_service.data.pipeline import Preprocess
 from edge_service.errors import BadInputError, NotFoundError
 from edge_service.runtime.batcher import BatchResult
 from edge_service.server.service import Service
@@ -25,14 +27,15 @@ INLINE_DECODE_BYTES = 256 * 1024  # smaller bodies decode on the event loop (no 
 
 @dataclass
 class FrameJob:
-    """Decoded frames (uint8 images) to run as rows of one batched call."""
+    """Decoded frames (uint8 images) to run as rows of one batched call; ``preprocess``
+    gives each variant's input pipeline (its own resolution)."""
 
-    service: Service
+    preprocess: Callable[[str], Preprocess]
     images: list[np.ndarray]
     geometry: list[Letterbox | None] = field(default_factory=list)
 
     def prepare(self, variant_id: str) -> np.ndarray:
-        pre = self.service.preprocess(variant_id)
+        pre = self.preprocess(variant_id)
         tensors, self.geometry = [], []
         for image in self.images:
             x, geo = pre.to_batch(image)
@@ -45,11 +48,11 @@ class FrameJob:
 class TensorJob:
     """A float tensor at the family's native input shape (already normalised)."""
 
-    service: Service
+    preprocess: Callable[[str], Preprocess]
     tensor: np.ndarray
 
     def prepare(self, variant_id: str) -> np.ndarray:
-        size = self.service.preprocess(variant_id).size
+        size = self.preprocess(variant_id).size
         if self.tensor.shape[-1] == size and self.tensor.shape[-2] == size:
             return self.tensor
         return resize_tensor(self.tensor, size)
@@ -120,9 +123,9 @@ async def run_job(
     for start in range(0, rows, batcher.max_batch):
         stop = min(rows, start + batcher.max_batch)
         if isinstance(job, FrameJob):
-            parts.append(FrameJob(service, job.images[start:stop]))
+            parts.append(FrameJob(job.preprocess, job.images[start:stop]))
         else:
-            parts.append(TensorJob(service, job.tensor[start:stop]))
+            parts.append(TensorJob(job.preprocess, job.tensor[start:stop]))
     futures = [asyncio.wrap_future(batcher.submit(p.prepare, _rows(p), target)) for p in parts]
     results = list(await asyncio.gather(*futures))
     if isinstance(job, FrameJob):
@@ -144,7 +147,7 @@ def observe(service: Service, results: list[BatchResult]) -> None:
     call's time is not a batch-1 latency, which is what the profiles predict)."""
     for r in results:
         if r.batch_rows == 1:
-            service.loop.strategy.observe(r.variant_id, r.engine_ms)
+            service.observe_served(r.variant_id, r.engine_ms)
 
 
 def unknown_model(name: str, family: str) -> NotFoundError:

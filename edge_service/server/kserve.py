@@ -88,8 +88,7 @@ def input_shape(service: Service) -> list[int]:
 
 def output_meta(service: Service) -> tuple[str, list[int]]:
     """The output tensor's name and shape (N = -1)."""
-    with service.pool.lease() as (_, engine):
-        name = engine.info().output_names[0]
+    name = service.output_name()
     if service.catalog.task == "detection":
         return name, [-1, -1, -1]
     return name, [-1, len(service.catalog.labels)]
@@ -160,10 +159,7 @@ async def model_ready(
     build's accuracy gate rejected never can)."""
     _model(service, model)
     check_variant(service, version)
-    ok = service.pool.ready and (
-        version is None
-        or (version not in service.pool.unhealthy and _not_rejected(service, version))
-    )
+    ok = service.ready_for(version) and (version is None or _not_rejected(service, version))
     return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
 
@@ -326,7 +322,7 @@ async def _job(service: Service, req: V2Request) -> tuple[FrameJob | TensorJob, 
         if not tensor.items:
             raise BadInputError("BYTES input: the batch is empty; send at least one image")
         images = await decode_frames(service, tensor.items)
-        return FrameJob(service, images), len(images)
+        return FrameJob(service.preprocess, images), len(images)
     if list(tensor.shape[1:]) != want[1:] or len(tensor.shape) != 4:
         raise BadInputError(
             f"input {name!r}: shape must be [N, {', '.join(map(str, want[1:]))}], got "
@@ -338,7 +334,7 @@ async def _job(service: Service, req: V2Request) -> tuple[FrameJob | TensorJob, 
     assert tensor.array is not None
     if tensor.datatype == "UINT8":
         images = [img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0) for img in tensor.array]
-        return FrameJob(service, images), rows
+        return FrameJob(service.preprocess, images), rows
     if tensor.datatype not in ("FP32", "FP16", "FP64"):
         raise BadInputError(
             f"input {name!r}: datatype must be FP32 (normalised), UINT8 (pixels) or BYTES "
@@ -347,7 +343,7 @@ async def _job(service: Service, req: V2Request) -> tuple[FrameJob | TensorJob, 
     x = np.ascontiguousarray(tensor.array, dtype=np.float32)
     if not np.isfinite(x).all():
         raise BadInputError(f"input {name!r}: the tensor has NaN or infinite values")
-    return TensorJob(service, x), rows
+    return TensorJob(service.preprocess, x), rows
 
 
 def _respond(

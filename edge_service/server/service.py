@@ -15,19 +15,24 @@ from pathlib import Path
 
 from edge_service.buildstate import read_progress
 from edge_service.config import Settings
-from edge_service.control.budget import Policy
+from edge_service.control.decision import Decision
 from edge_service.control.events import AdaptationEvent, EventLog
-from edge_service.control.factory import policy_from, strategy_for
+from edge_service.control.factory import (
+    engine_memory_mb,
+    policy_from,
+    shadow_runs_are_safe,
+    strategy_for,
+)
 from edge_service.control.learner import LatencyLearner
+from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.policy import Decision
 from edge_service.data.pipeline import Preprocess
 from edge_service.errors import MonitorError
 from edge_service.hostinfo import device_id
-from edge_service.monitor.context import Context
+from edge_service.monitor.emulated import usable_cores
 from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
-from edge_service.repository import Catalog, Variant, load_catalog
+from edge_service.repository import Catalog, load_catalog
 from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.engine import Engine
 from edge_service.runtime.loader import open_engine
@@ -40,7 +45,7 @@ from edge_service.server.telemetry import StateCollector, Telemetry
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Service:
     """Everything a request handler needs, owned by the app's lifespan."""
 
@@ -111,9 +116,8 @@ class Service:
                 engine_loader(self.catalog, self.settings.family_dir, change.threads)
             )
             self.pool.reload()
-            invalidate = getattr(self.source, "invalidate_power_mode", None)
-            if invalidate is not None:
-                invalidate()
+            self.source.invalidate_power_mode()
+            self.explore_if_safe()
         self.loop.tick()
         return change
 
@@ -162,6 +166,34 @@ class Service:
             self.events.append(AdaptationEvent.note("catalog", reason, active))
             strategy = strategy_for(self.policy, self.settings, catalog, self.device, self.learner)
         self.loop.set_strategy(strategy)
+        self.explore_if_safe()
+
+    def explore_if_safe(self) -> None:
+        """Let the loop measure standby variants by shadow runs where that does not slow
+        the served engine (`shadow_runs_are_safe`), at the engines' thread count now."""
+        threads = self.power.threads or len(usable_cores())
+        backends = {v.backend for v in self.catalog.variants if v.status == "servable"}
+        safe = shadow_runs_are_safe(threads, backends)
+        self.loop.set_prober(self.shadow_run if safe else None)
+        if not safe:
+            log.info(
+                "no shadow runs at %d threads per engine (they would slow the served engine); "
+                "the controller moves on predictions and what it serves",
+                threads,
+            )
+
+    def observe_served(self, variant_id: str, engine_ms: float) -> None:
+        """One batch-1 engine call served: what the controller learns latency from."""
+        self.loop.strategy.observe(variant_id, engine_ms)
+
+    def ready_for(self, variant_id: str | None = None) -> bool:
+        """An engine is loaded, and ``variant_id`` (if named) is not marked unhealthy."""
+        return self.pool.ready and (variant_id is None or variant_id not in self.pool.unhealthy)
+
+    def output_name(self) -> str:
+        """The name of the served engines' first output."""
+        with self.pool.lease() as (_, engine):
+            return engine.info().output_names[0]
 
     def shadow_run(self, variant_id: str) -> list[float]:
         """Time ``settings.probe_runs`` engine calls of ``variant_id`` in the batcher's idle
@@ -219,18 +251,6 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[
     return load
 
 
-def engine_memory_mb(variant: Variant) -> float:
-    """What loading a variant costs: its profiled peak memory, else a guess from its size
-    (weights plus the runtime's working set, a few MB for these models)."""
-    measured = [
-        p.memory_mb
-        for modes in variant.profiles.values()
-        for p in modes.values()
-        if p.memory_mb is not None
-    ]
-    return max(measured) if measured else 3 * variant.artifact.bytes / 1e6 + 4.0
-
-
 SHADOW_WARMUP = 2  # calls of a shadow run not counted (caches, lazy allocations)
 # Shadow calls are spaced like a served stream: back to back, an engine runs warmer (hot
 # caches, its threads still spinning) than it will when serving, and the measurement
@@ -281,7 +301,9 @@ def start_service(
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
-        engine_memory_mb=lambda vid: engine_memory_mb(served[0].variant(vid)),
+        engine_memory_mb=lambda vid: engine_memory_mb(
+            served[0].variant(vid), pool.measured_mb(vid)
+        ),
     )
     telemetry = Telemetry(settings.streams_kept)
     hub = broadcaster or Broadcaster()
@@ -297,17 +319,27 @@ def start_service(
         "serving family %s from %s; active %s", catalog.family, settings.family_dir, pool.active_id
     )
     service = Service(
-        settings, catalog, pool, loop, events, src, device, time.time(),
-        power, batcher, telemetry, hub, policy, learner=learner,
-    )  # fmt: skip
+        settings=settings,
+        catalog=catalog,
+        pool=pool,
+        loop=loop,
+        events=events,
+        source=src,
+        device=device,
+        started_at=time.time(),
+        power=power,
+        batcher=batcher,
+        telemetry=telemetry,
+        broadcaster=hub,
+        policy=policy,
+        learner=learner,
+    )
     service.on_reload.append(lambda new: served.__setitem__(0, new))
     telemetry.registry.register(StateCollector(service.live_state))
     _warn_if_foreign(service)
-    events.listen(lambda e: hub.publish("adaptation", e.to_dict()))
-    loop.listen(lambda ctx, _decision: hub.publish("context", context_frame(service, ctx)))
     if pool.ready:
         service.warm_up()
-    loop.set_prober(service.shadow_run)
+    service.explore_if_safe()
     service.watcher = CatalogWatcher(
         settings.family_dir, service.reload_catalog, settings.catalog_poll_s
     )
@@ -337,20 +369,3 @@ def _warn_if_foreign(service: Service) -> None:
 def _current_mode_id(power: PowerControl) -> str | None:
     mode = power.current()
     return str(mode.id) if mode is not None else None
-
-
-def context_frame(service: Service, ctx: Context) -> dict[str, object]:
-    """One ``context`` SSE event: the board, the served variant, latency against budget."""
-    active = service.pool.active_id
-    window = service.telemetry.window()
-    return {
-        "t": ctx.t,
-        "power_mode": ctx.power_mode.to_dict() if ctx.power_mode else None,
-        "active_variant": active,
-        "precision": service.catalog.variant(active).precision if active else None,
-        "context": ctx.to_dict(),
-        "latency_ms": {k: window[k] for k in ("p50", "p99", "count")},
-        "latency_budget_ms": service.policy.latency_budget_ms,
-        "requests_per_s": window["requests_per_s"],
-        "power_total_mw": ctx.power_total_mw,
-    }

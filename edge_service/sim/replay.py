@@ -4,7 +4,7 @@ For every context of the trace each strategy picks a variant; its predicted p99 
 :class:`~edge_service.control.predictor.Predictor`) is compared with the latency budget.
 Strategies:
 
-- ``policy``: :func:`edge_service.control.budget.choose` with its hysteresis and state;
+- ``policy``: :func:`edge_service.control.budget_policy.choose` with its hysteresis and state;
 - ``static-largest``: always the most accurate variant;
 - ``static-smallest``: always the fastest (lowest p99 in the first context);
 - ``oracle``: in each context the best feasible variant, with no hysteresis and no switch
@@ -27,7 +27,9 @@ import math
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 
-from edge_service.control.budget import Policy, PolicyState, best, choose, fastest, violations
+from edge_service.control.budget_policy import PolicyState, best, choose, p99_of, violations
+from edge_service.control.decision import fastest
+from edge_service.control.limits import Policy
 from edge_service.control.predictor import Estimate, Predictor
 from edge_service.monitor.context import Context
 from edge_service.repository import Catalog
@@ -68,7 +70,7 @@ def simulate(
 def _strategies(first: list[Estimate], policy: Policy) -> dict[str, Strategy]:
     """The four strategies; the static ones pick from the first context's estimates."""
     largest = best(first, "accuracy").variant_id
-    smallest = fastest(first).variant_id
+    smallest = fastest(first, p99_of).variant_id
     state = {"policy": PolicyState()}
 
     def run_policy(ctx: Context, ests: list[Estimate], current: str | None) -> str:
@@ -79,7 +81,7 @@ def _strategies(first: list[Estimate], policy: Policy) -> dict[str, Strategy]:
 
     def oracle(ctx: Context, ests: list[Estimate], current: str | None) -> str:
         ok = [e for e in ests if not violations(e, ctx, policy, None)]
-        return best(ok, policy.objective).variant_id if ok else fastest(ests).variant_id
+        return best(ok, policy.objective).variant_id if ok else fastest(ests, p99_of).variant_id
 
     return {
         "policy": run_policy,

@@ -17,14 +17,14 @@ onnx = pytest.importorskip("onnx")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edge_service.build.trt_builder import (  # noqa: E402
-    build_or_reuse,
+from edge_service.compile.trt_builder import build_or_reuse, plan_build  # noqa: E402
+from edge_service.runtime.ort_engine import OrtEngine  # noqa: E402
+from edge_service.runtime.trt_cache import (  # noqa: E402
+    EngineCache,
     detect_target,
-    plan_build,
+    read_sidecar,
     tensorrt_available,
 )
-from edge_service.build.trt_cache import EngineCache, read_sidecar  # noqa: E402
-from edge_service.runtime.ort_engine import OrtEngine  # noqa: E402
 from edge_service.runtime.trt_engine import TrtEngine  # noqa: E402
 
 CHW = (1, 28, 28)

@@ -25,9 +25,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from support import _free_port, run_server
+from support import run_server
 
 from edge_service.config import REPO_ROOT
+from edge_service.server.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -319,7 +320,7 @@ def _serve_in_thread(app: Any) -> Iterator[str]:
     import uvicorn
 
     for _ in range(3):  # the free port may be taken before uvicorn binds it: pick another
-        port = _free_port()
+        port = free_port()
         config = uvicorn.Config(app, port=port, log_level="warning", timeout_graceful_shutdown=1)
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)

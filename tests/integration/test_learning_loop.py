@@ -28,6 +28,8 @@ def test_a_budget_server_measures_a_better_variant_by_shadow_runs_before_moving(
         "EDGE_MONITOR_SOURCE": "replay",
         "EDGE_MONITOR_TRACE": str(calm_trace(tmp_path / "calm.jsonl")),
         "EDGE_COOLDOWN_S": "0",
+        # shadow runs are made where engines run one thread each (shadow_runs_are_safe)
+        "EDGE_INTRA_OP_THREADS": "1",
     }
     auth = {"authorization": f"Bearer {CONTROL}"}
     with (

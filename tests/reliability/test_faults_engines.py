@@ -35,7 +35,7 @@ from fault_support import (
 from support import calm_trace
 
 from edge_service.config import Settings
-from edge_service.control.budget import Policy
+from edge_service.control.limits import Policy
 from edge_service.errors import EngineError, NotReadyError
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource

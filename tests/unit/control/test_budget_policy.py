@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from edge_service.control.budget import Choice, Objective, Policy, PolicyState, choose
+from edge_service.control.budget_policy import PolicyState, choose
+from edge_service.control.decision import Decision
+from edge_service.control.limits import Objective, Policy
 from edge_service.control.predictor import Estimate
 from edge_service.errors import ConfigError
 from edge_service.monitor.context import Context, PowerMode
@@ -63,7 +65,7 @@ def pick(
     since: float | None = None,
     c: Context | None = None,
     **policy: Any,
-) -> Choice:
+) -> Decision:
     return choose(c or ctx(), estimates, Policy(**policy), PolicyState(current, since))
 
 

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from support import PROFILED, ConstantEngine, mode_context
 
-from edge_service.control.budget import Policy
 from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.events import EventLog
+from edge_service.control.factory import shadow_runs_are_safe
 from edge_service.control.learner import LatencyLearner
+from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.predictor import Predictor
 from edge_service.errors import EngineError
@@ -256,3 +257,18 @@ def test_a_shadow_run_after_close_measures_nothing() -> None:
     batcher = MicroBatcher(pool)
     batcher.close()
     assert batcher.shadow(BASE, np.zeros((1, 1, 4, 4), dtype=np.float32), 5) == []
+
+
+@pytest.mark.parametrize(
+    ("threads", "backends", "safe"),
+    [
+        (1, {"onnxruntime"}, True),  # no worker threads: nothing spins between calls
+        (2, {"onnxruntime"}, False),  # a measured engine's spinning workers slow the served
+        (4, {"onnxruntime", "tensorrt"}, False),
+        (4, {"tensorrt"}, True),  # GPU engines: no CPU thread pool to compete
+    ],
+)
+def test_shadow_runs_are_made_only_where_they_leave_the_served_engine_alone(
+    threads: int, backends: set[str], safe: bool
+) -> None:
+    assert shadow_runs_are_safe(threads, backends) is safe

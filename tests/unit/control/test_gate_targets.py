@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from support import NOW, ConstantEngine
 
-from edge_service.control.budget import Policy
 from edge_service.control.budget_strategy import BudgetStrategy
 from edge_service.control.events import EventLog
 from edge_service.control.factory import candidates
+from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.policy import SimpleRule
 from edge_service.control.predictor import Predictor, controller_targets
+from edge_service.control.pressure_rule import PressureRule
 from edge_service.control.strategy import PressureStrategy
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
@@ -106,7 +106,7 @@ def test_old_catalogs_without_a_status_have_every_variant_as_a_target():
 def test_pressure_candidates_leave_out_rejected_and_dominated_variants():
     ids = [c.variant_id for c in candidates(GATED, DEVICE, "default")]
     assert ids == [BASE, SMALL]
-    pressure = PressureStrategy(candidates(GATED, DEVICE, "default"), SimpleRule())
+    pressure = PressureStrategy(candidates(GATED, DEVICE, "default"), PressureRule())
     assert pressure.decide(CALM, None, None).variant_id == BASE  # not the "more accurate" int8
     assert pressure.decide(BUSY, None, None).variant_id == SMALL  # not the "faster" int8
 

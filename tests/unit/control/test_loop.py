@@ -9,15 +9,16 @@ from support import ConstantEngine
 
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.policy import Candidate, SimpleRule
+from edge_service.control.pressure_rule import Candidate, PressureRule
 from edge_service.control.strategy import PressureStrategy
 from edge_service.errors import EngineError, MonitorError
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
+from edge_service.monitor.source import SourceBase
 from edge_service.runtime.pool import EnginePool
 
 CANDIDATES = [Candidate("base@fp32", 0.93, 0.4), Candidate("base@int8", 0.92, 0.2)]
-RULE = SimpleRule(upgrade_cooldown_s=0.0)
+RULE = PressureRule(upgrade_cooldown_s=0.0)
 WAIT_S = 30.0  # a bound on waiting for the loop thread, never an expected speed
 
 
@@ -93,7 +94,7 @@ def test_no_event_logged_when_decision_keeps_the_same_variant() -> None:
     assert loop.state().ticks == 3
 
 
-class FailingSource:
+class FailingSource(SourceBase):
     name = "broken"
 
     def sample(self) -> Context:
@@ -181,7 +182,7 @@ def test_start_falls_back_past_a_broken_variant_when_monitor_and_most_accurate_b
         loop.stop()
 
 
-class FlakySource:
+class FlakySource(SourceBase):
     """A trace whose reads fail while ``broken`` is set; contexts name ``source``."""
 
     name = "flaky"

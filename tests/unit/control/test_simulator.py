@@ -12,7 +12,7 @@ import json
 import pytest
 from support import PROFILED as CATALOG
 
-from edge_service.control.budget import Policy
+from edge_service.control.limits import Policy
 from edge_service.control.predictor import Predictor
 from edge_service.errors import NotFoundError
 from edge_service.monitor.context import Context, PowerMode

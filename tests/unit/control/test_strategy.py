@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from support import PROFILED, ConstantEngine, mode_context
 
-from edge_service.control.budget import Policy
 from edge_service.control.budget_strategy import BudgetStrategy
 from edge_service.control.events import EventLog
+from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.policy import Candidate, SimpleRule
 from edge_service.control.predictor import Predictor
+from edge_service.control.pressure_rule import Candidate, PressureRule
 from edge_service.control.strategy import PressureStrategy
 from edge_service.errors import EngineError
 from edge_service.monitor.context import Context
@@ -65,7 +65,8 @@ def test_observed_contention_moves_to_faster_variant_when_engine_runs_slow() -> 
 def test_default_is_most_accurate_when_monitor_cannot_be_read() -> None:
     strategy = BudgetStrategy(Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0))
     assert strategy.default() == "base@fp32"
-    pressure = PressureStrategy([Candidate("a", 0.9, 1.0), Candidate("b", 0.8, 0.1)], SimpleRule())
+    candidates = [Candidate("a", 0.9, 1.0), Candidate("b", 0.8, 0.1)]
+    pressure = PressureStrategy(candidates, PressureRule())
     assert pressure.default() == "a" and pressure.predicted_ms("b") == 0.1
 
 
@@ -109,6 +110,54 @@ def test_neighbours_are_preloaded_within_budget_when_a_switch_happens() -> None:
     )
     loop.tick()
     assert pool.active_id == "base@fp32" and pool.standby == ("dw@fp32",)
+
+
+def test_a_variant_whose_memory_nobody_measured_is_loaded_then_kept_only_if_it_fits() -> None:
+    clock = Clock()
+    source = ReplaySource([_ctx(0.0, "MAXN")], clock=clock)
+    pool = EnginePool(ConstantEngine)
+    measured: dict[str, float] = {}
+    loaded: list[tuple[str, ...]] = []
+
+    def cost(vid: str) -> float | None:
+        return measured.get(vid)
+
+    real_preload = pool.preload
+
+    def preload(ids: list[str]) -> None:
+        real_preload(ids)
+        loaded.append(pool.standby)
+        for vid in ids:  # what the pool's load measured
+            measured[vid] = 12.0
+
+    pool.preload = preload  # type: ignore[method-assign]
+    loop = AdaptationLoop(
+        source=source,
+        pool=pool,
+        events=EventLog(16),
+        strategy=BudgetStrategy(Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0)),
+        preload_memory_mb=10.0,
+        engine_memory_mb=cost,
+    )
+    loop.tick()
+    assert loaded == [("dw@fp32",), ()]  # loaded to be measured, then over the budget
+    assert pool.standby == ()
+
+
+def test_the_pool_measures_what_loading_an_engine_adds_to_the_process() -> None:
+    held: list[bytearray] = []
+
+    def loader(vid: str) -> ConstantEngine:
+        held.append(bytearray(32 * 2**20))  # 32 MiB the "engine" keeps
+        for i in range(0, len(held[-1]), 4096):
+            held[-1][i] = 1  # touch the pages, so they are resident
+        return ConstantEngine(vid)
+
+    pool = EnginePool(loader)
+    assert pool.measured_mb("a") is None
+    pool.activate("a")
+    figure = pool.measured_mb("a")
+    assert figure is not None and 24.0 <= figure <= 64.0
 
 
 def _slow(predictor: Predictor, variant_id: str, ms: float = 50.0) -> None:

@@ -12,6 +12,7 @@ from edge_service.evolve.operators import (  # noqa: E402
     BRANCHES,
     DepthwiseSeparableConv,
     LowRankConv,
+    cheapest,
     compose,
     depthwise_separable,
     full_rank,
@@ -123,3 +124,12 @@ def test_operators_refuse_out_of_range_ratios() -> None:
         low_rank(0.0)
     with pytest.raises(ValueError):
         merge(0)
+
+
+def test_each_branch_states_its_own_cost_rank_and_the_cheapest_is_chosen_by_it() -> None:
+    ranks = [b.cost_rank for b in BRANCHES.values()]
+    assert len(set(ranks)) == len(ranks) and BRANCHES["id"].cost_rank == 0
+    assert cheapest(BRANCHES) == "mdw"
+    assert cheapest(["p50", "id", "lr25"]) == "lr25"  # not the order given
+    with pytest.raises(KeyError):
+        cheapest(["id", "nope"])

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 from jetson_boards import NANO
+from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from edge_service.cli import app as cli_app
+from edge_service.config import Settings
 from edge_service.errors import ConfigError, MonitorError
 from edge_service.monitor import SOURCES, Context, FailoverSource, LinuxSource, open_source
+from edge_service.monitor.select import REGISTRY
+from edge_service.monitor.source import SourceBase
 from edge_service.monitor.tegra_source import is_jetson
+from edge_service.source_names import SOURCE_NAMES
 
 Tree = Callable[[str], Path]
 
@@ -25,7 +32,7 @@ class FakeClock:
         return self.now
 
 
-class ScriptedSource:
+class ScriptedSource(SourceBase):
     """A MonitorSource whose `sample()` works or raises as its `broken` flag says."""
 
     def __init__(self, name: str, broken: bool = False) -> None:
@@ -161,10 +168,20 @@ def test_open_source_auto_reads_tegra_then_falls_to_linux_when_a_nano_loses_memi
 
 def test_open_source_names_every_kind_when_the_kind_is_unknown() -> None:
     assert set(SOURCES) == {"auto", "jtop", "tegra", "tegrastats", "linux", "replay"}
-    with pytest.raises(ConfigError, match="'jtop', 'tegra', 'tegrastats'"):
+    with pytest.raises(ConfigError, match="jtop, tegra, tegrastats"):
         open_source("nvml")
     with pytest.raises(ConfigError, match="EDGE_MONITOR_TRACE"):
         open_source("replay")
+
+
+def test_one_list_of_source_names_feeds_the_registry_the_settings_and_the_cli() -> None:
+    assert tuple(REGISTRY) == SOURCE_NAMES and all(k.help for k in REGISTRY.values())
+    for name in SOURCE_NAMES:
+        assert Settings(monitor_source=name).monitor_source == name
+    with pytest.raises(ValidationError):
+        Settings(monitor_source="nvml")
+    result = CliRunner().invoke(cli_app, ["monitor", "--source", "nvml", "--once"])
+    assert result.exit_code != 0 and all(name in result.output for name in SOURCE_NAMES)
 
 
 def test_open_source_tegra_raises_monitor_error_when_root_is_not_a_jetson(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from support import onnx_classifier as classifier
 from unit.monitor.jetson_boards import ORIN_NANO, build_tree, fixture_text
 
-from edge_service.build.byo import OnnxFamilyRequest, build_from_onnx
+from edge_service.compile.byo import OnnxFamilyRequest, build_from_onnx
 from edge_service.errors import ConfigError, MonitorError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.emulated import EmulatedNvpModel, EmulatedPowerMode

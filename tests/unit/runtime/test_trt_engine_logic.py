@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_service.build.trt_builder import plan_build
-from edge_service.build.trt_cache import TrtTarget, sidecar_path, write_sidecar
+from edge_service.compile.trt_builder import plan_build
 from edge_service.errors import CatalogError, EngineError
 from edge_service.runtime.engine import Engine
+from edge_service.runtime.trt_cache import TrtTarget, sidecar_path, write_sidecar
 from edge_service.runtime.trt_engine import TrtEngine
 
 ORIN = TrtTarget(trt_version="10.3.0", device_name="Orin", compute_capability="8.7")
@@ -68,7 +68,7 @@ def test_module_imports_when_tensorrt_and_pycuda_are_absent() -> None:
     code = (
         "import sys\n"
         "for m in ('tensorrt', 'pycuda', 'pycuda.driver'): sys.modules[m] = None\n"
-        "import edge_service.runtime.trt_engine, edge_service.build.trt_builder\n"
+        "import edge_service.runtime.trt_engine, edge_service.compile.trt_builder\n"
         "print('ok')\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -81,8 +81,8 @@ def build_tensorrt(
     test_split: Split | None = None,
 ) -> Catalog:
     """Build (or reuse) every TensorRT engine of the family and return the new catalog."""
-    from edge_service.build.trt_builder import build_or_reuse, detect_target, plan_build
-    from edge_service.build.trt_cache import EngineCache
+    from edge_service.compile.trt_builder import build_or_reuse, plan_build
+    from edge_service.runtime.trt_cache import EngineCache, detect_target
 
     target = detect_target()
     built = []

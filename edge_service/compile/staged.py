@@ -2,13 +2,13 @@
 
 1. ``first``: the base network at FP32, the one engine that is correct everywhere, so a
    server can answer at once (``edge-service build --first-only`` stops here).
-2. ``fit``: this device's front (:mod:`edge_service.build.fit`), unless ``--front shipped``
+2. ``fit``: this device's front (:mod:`edge_service.compile.fit`), unless ``--front shipped``
    (the front evolve kept on the machine it ran on) or ``--only`` names the networks.
 3. ``networks``: every kept network, fastest first, at FP32 (every reduced-precision
    engine's reference) and at the precision the front kept it at.
 
 After every network the catalog is written again (atomically) with what is built so far,
-each engine gated (:mod:`edge_service.build.gate`), and marked ``complete: false`` until
+each engine gated (:mod:`edge_service.compile.gate`), and marked ``complete: false`` until
 the last one lands, so a server that reloads it serves each engine as it lands and never
 reads half a file. A build that is stopped resumes: engines already in a partial catalog
 of the same build key whose files verify are kept. ``<family>/build-progress.json`` says
@@ -26,9 +26,10 @@ from typing import Any
 import onnxruntime as ort
 
 import edge_service
-from edge_service.build.calibration import calibration_images
-from edge_service.build.gate import apply_gate, gate_summary
-from edge_service.build.ort_builder import (
+from edge_service.buildstate import BuildProgress, ProgressFile
+from edge_service.compile.calibration import calibration_images
+from edge_service.compile.gate import apply_gate, gate_summary
+from edge_service.compile.ort_builder import (
     BuildReport,
     BuildRequest,
     Progress,
@@ -36,7 +37,6 @@ from edge_service.build.ort_builder import (
     build_key,
     choose_int8,
 )
-from edge_service.buildstate import BuildProgress, ProgressFile
 from edge_service.data.fashion import LABELS
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import CatalogError
@@ -139,7 +139,7 @@ def plan_networks(
 def _fitted_networks(
     req: BuildRequest, src: Source, tracker: ProgressFile, say: Progress
 ) -> tuple[list[Network], dict[str, Any]]:
-    from edge_service.build.fit import FitRequest, fit_front
+    from edge_service.compile.fit import FitRequest, fit_front
 
     assert src.evolved is not None
     scheme = req.int8_scheme
@@ -251,7 +251,7 @@ def _network(
     progress: Progress,
 ) -> None:
     """Build ``net`` at each of its precisions not in ``built`` yet, into ``built``."""
-    from edge_service.build.export import export_onnx
+    from edge_service.onnx_tools.export import export_onnx
 
     vspec = net.spec
     out_dir = req.family_dir / vspec.family_key
@@ -317,7 +317,7 @@ def _save(
         },
     )
     if complete and req.tensorrt:
-        from edge_service.build.trt_family import build_tensorrt
+        from edge_service.compile.trt_family import build_tensorrt
 
         catalog = build_tensorrt(catalog, req.family_dir, log.info, test_split=req.test_split)
         catalog = catalog.model_copy(

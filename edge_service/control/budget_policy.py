@@ -1,4 +1,4 @@
-"""The budget policy, a pure function: (context, estimates, policy, state) -> Choice.
+"""The budget policy, a pure function: (context, estimates, policy, state) -> Decision.
 
 The rules, in order:
 
@@ -37,10 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 # the policy's fields live in limits.py; re-exported, callers import them from here
-from edge_service.control.limits import ANY_MODE as ANY_MODE
-from edge_service.control.limits import OBJECTIVES as OBJECTIVES
-from edge_service.control.limits import Objective as Objective
-from edge_service.control.limits import Policy as Policy
+from edge_service.control.decision import Decision, fastest
+from edge_service.control.limits import ANY_MODE, Policy
 from edge_service.control.predictor import Estimate
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.context import Context
@@ -54,23 +52,6 @@ class PolicyState:
     last_change_t: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Choice:
-    """The variant to serve, and why.
-
-    ``feasible`` is False when nothing met the policy and the fastest is served (or a pin
-    forces a variant that does not meet it); ``violations`` are the constraints the
-    *current* variant breaks in this Context; ``pinned`` marks an operator pin.
-    """
-
-    variant_id: str
-    reason: str
-    feasible: bool
-    changed: bool
-    violations: tuple[str, ...] = ()
-    pinned: bool = False
-
-
 @dataclass(frozen=True)
 class Violation:
     """One constraint an estimate breaks: its kind (``"latency budget"``, ...) and why."""
@@ -81,7 +62,7 @@ class Violation:
 
 def choose(
     ctx: Context, estimates: Sequence[Estimate], policy: Policy, state: PolicyState
-) -> Choice:
+) -> Decision:
     """Pick the variant to serve in ``ctx`` (rules in the module doc)."""
     if not estimates:
         raise ValueError("choose() needs at least one estimate; the catalog has no variants")
@@ -104,7 +85,7 @@ def choose(
         pick, reason = _fastest_or_current(estimates, current, broken)
     else:
         pick, reason = _settle(ctx, feasible, policy, state, current, now_broken)
-    return Choice(
+    return Decision(
         variant_id=pick.variant_id,
         reason=note + reason,
         feasible=bool(feasible),
@@ -171,9 +152,9 @@ def best(estimates: Sequence[Estimate], objective: str, prefer: str | None = Non
     return min(estimates, key=lambda e: rank_key(e, objective, prefer))
 
 
-def fastest(estimates: Sequence[Estimate]) -> Estimate:
-    """Lowest p99; ties to the more accurate, then by id."""
-    return best(estimates, "latency")
+def p99_of(e: Estimate) -> float:
+    """What the budget policy ranks speed by: the predicted p99."""
+    return e.p99_ms
 
 
 NEAR_FASTEST = 1.1  # with nothing feasible, a current within this of the fastest stays
@@ -184,7 +165,7 @@ def _fastest_or_current(
 ) -> tuple[Estimate, str]:
     """With nothing feasible: the fastest, unless the current one is within 10% of it
     (near-equal fastest variants must not swap on every tick of noise)."""
-    pick = fastest(estimates)
+    pick = fastest(estimates, p99_of)
     if current is not None and current.p99_ms <= pick.p99_ms * NEAR_FASTEST:
         return current, (
             f"{_failures(broken)} -> staying on {current.variant_id}, within "
@@ -199,12 +180,12 @@ def _pinned(
     broken: Mapping[str, list[Violation]],
     state: PolicyState,
     now_broken: tuple[str, ...],
-) -> Choice:
+) -> Decision:
     problems = [v.text for v in broken[pick.variant_id]]
     reason = f"operator pin for power mode {mode!r}: {pick.variant_id}"
     if problems:
         reason += f" (it breaks the policy: {'; '.join(problems)})"
-    return Choice(
+    return Decision(
         variant_id=pick.variant_id,
         reason=reason,
         feasible=not problems,

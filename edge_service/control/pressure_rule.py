@@ -1,15 +1,16 @@
-"""The policy, a pure function: (context, candidates, rule, state) -> Decision.
+"""The pressure rule, a pure function: (context, candidates, rule, state) -> Decision.
 
-First cut (the foundation's simple rule): serve the most accurate variant unless the CPU
-or memory is under pressure, then the fastest. Moving to a *less* constrained choice
-waits for a cooldown, so a load hovering at the threshold does not make engines flap.
-No I/O, no clock: time comes in with the Context.
+The simplest policy, for a family without a latency budget: serve the most accurate
+variant unless the CPU or memory is under pressure, then the fastest. Moving to a *less*
+constrained choice waits for a cooldown, so a load hovering at the threshold does not
+make engines flap. No I/O, no clock: time comes in with the Context.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_service.control.decision import Decision, fastest, most_accurate
 from edge_service.monitor.context import Context
 
 
@@ -23,25 +24,15 @@ class Candidate:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SimpleRule:
-    """Thresholds of the foundation's rule."""
+class PressureRule:
+    """When the board counts as under pressure, and how long an upgrade waits."""
 
     cpu_high: float = 0.85
     mem_high: float = 0.90
     upgrade_cooldown_s: float = 5.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Decision:
-    """The variant to serve and why."""
-
-    variant_id: str
-    reason: str
-    constrained: bool
-    changed: bool
-
-
-def pressure_reasons(ctx: Context, rule: SimpleRule) -> list[str]:
+def pressure_reasons(ctx: Context, rule: PressureRule) -> list[str]:
     """Why the board counts as under pressure (empty when it does not)."""
     reasons = []
     if ctx.cpu_load >= rule.cpu_high:
@@ -51,24 +42,15 @@ def pressure_reasons(ctx: Context, rule: SimpleRule) -> list[str]:
     return reasons
 
 
-def most_accurate(candidates: list[Candidate]) -> Candidate:
-    """Highest accuracy; ties go to the faster one."""
-    return max(candidates, key=lambda c: (c.accuracy, -_latency(c)))
-
-
-def fastest(candidates: list[Candidate]) -> Candidate:
-    """Lowest measured latency; ties (and unmeasured ones, last) go to accuracy."""
-    return min(candidates, key=lambda c: (_latency(c), -c.accuracy))
-
-
-def _latency(c: Candidate) -> float:
-    return c.latency_ms if c.latency_ms is not None else float("inf")
+def latency_of(c: Candidate) -> float | None:
+    """What the pressure rule ranks by: the profile's batch-1 p50."""
+    return c.latency_ms
 
 
 def decide(
     ctx: Context,
     candidates: list[Candidate],
-    rule: SimpleRule,
+    rule: PressureRule,
     current: str | None,
     last_change_t: float | None = None,
 ) -> Decision:
@@ -76,21 +58,19 @@ def decide(
     if not candidates:
         raise ValueError("decide() needs at least one candidate")
     reasons = pressure_reasons(ctx, rule)
-    pick = fastest(candidates) if reasons else most_accurate(candidates)
+    rank = fastest if reasons else most_accurate
+    pick = rank(candidates, latency_of)
     why = ("; ".join(reasons) + " -> fastest") if reasons else "no pressure -> most accurate"
     known = {c.variant_id for c in candidates}
     if current in known and pick.variant_id != current and not reasons:
         cooling = last_change_t is not None and ctx.t - last_change_t < rule.upgrade_cooldown_s
         if cooling:
             return Decision(
-                variant_id=str(current),
-                reason=f"{why}, but cooling down",
-                constrained=False,
-                changed=False,
+                variant_id=str(current), reason=f"{why}, but cooling down", changed=False
             )
     return Decision(
         variant_id=pick.variant_id,
         reason=why,
-        constrained=bool(reasons),
+        feasible=not reasons,
         changed=pick.variant_id != current,
     )

@@ -22,8 +22,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edge_service.build.calibration import calibration_images, quantize_int8
-from edge_service.build.ort_builder import (
+from edge_service.compile.calibration import calibration_images, quantize_int8
+from edge_service.compile.ort_builder import (
     BuildReport,
     BuildRequest,
     Progress,
@@ -70,7 +70,7 @@ def repair_family(
     not an ONNX Runtime FP32/INT8 artifact this module can rebuild alone."""
     if not all(_rebuildable(v) for v in stale):
         return None
-    from edge_service.build.staged import load_source
+    from edge_service.compile.staged import load_source
 
     src = load_source(req)
     input_spec = src.input
@@ -97,7 +97,7 @@ def repair_family(
         replaced[variant.id] = _measure(
             req, variant.variant_spec, path, vin, progress, variant.calibration
         )
-    from edge_service.build.gate import apply_gate
+    from edge_service.compile.gate import apply_gate
 
     variants = apply_gate(
         [replaced.get(v.id, v) for v in catalog.variants], req.device_id, req.max_precision_drop
@@ -120,7 +120,7 @@ def _rebuild(
     req: BuildRequest, catalog: Catalog, variant: Variant, module: Any, spec: InputSpec
 ) -> Path:
     """Write ``variant``'s artifact again, as the full build made it; returns its path."""
-    from edge_service.build.export import export_onnx
+    from edge_service.onnx_tools.export import export_onnx
 
     out = req.family_dir / variant.artifact.path
     if variant.precision == "fp32":

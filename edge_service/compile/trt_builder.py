@@ -23,68 +23,28 @@ sequence can be checked without a GPU.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edge_service.build.trt_cache import (
+from edge_service.errors import BuildError
+from edge_service.fsutil import atomic_write_bytes, sha256_file
+from edge_service.runtime.trt_cache import (
     EngineCache,
     TrtBuildPlan,
     TrtTarget,
     engine_cache_key,
+    import_lazily,
     target_slug,
     write_sidecar,
 )
-from edge_service.errors import BuildError
-from edge_service.fsutil import atomic_write_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
 PRECISIONS: tuple[str, ...] = ("fp16", "int8")
 PRECISION_FLAGS: dict[str, tuple[str, ...]] = {"fp16": ("FP16",), "int8": ("INT8", "FP16")}
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-NO_TENSORRT = (
-    "TensorRT is not available on this machine ({why}); `edge-service build` falls back to "
-    "ONNX Runtime engines here. On a Jetson, TensorRT comes with JetPack "
-    "(apt-get install python3-libnvinfer; make the venv with --system-site-packages to see "
-    "it), then run: pip install -e '.[jetson]'"
-)
-
-
-def tensorrt_available() -> bool:
-    """True when both ``tensorrt`` and ``pycuda.driver`` import here."""
-    try:
-        _import("tensorrt")
-        _import("pycuda.driver")
-    except BuildError:
-        return False
-    return True
-
-
-def detect_target() -> TrtTarget:
-    """This machine's TensorRT version and GPU 0; BuildError with advice when absent."""
-    trt = _import("tensorrt")
-    cuda = _import("pycuda.driver")
-    try:
-        cuda.init()
-        device = cuda.Device(0)
-        major, minor = device.compute_capability()
-        name = str(device.name())
-    except Exception as exc:  # pycuda raises its own Error types for a missing GPU/driver
-        raise BuildError(NO_TENSORRT.format(why=f"no usable CUDA device: {exc}")) from exc
-    return TrtTarget(str(trt.__version__), name, f"{major}.{minor}")
-
-
-def _import(name: str) -> Any:
-    """Import ``name`` lazily; a missing library becomes a BuildError with the fallback."""
-    try:
-        return importlib.import_module(name)
-    except (ImportError, OSError) as exc:  # OSError: the wheel is there, libcuda is not
-        raise BuildError(NO_TENSORRT.format(why=f"cannot import {name}: {exc}")) from exc
-
-
 def onnx_has_qdq(onnx_path: Path) -> bool:
     """True when the ONNX graph has Q/DQ nodes (needs the ``onnx`` package)."""
     try:
@@ -172,7 +132,7 @@ def _check_quantization(onnx_path: Path, precision: str, is_qdq: bool) -> None:
     if precision == "int8" and not is_qdq:
         raise BuildError(
             f"int8 needs a Q/DQ-quantized ONNX, and {onnx_path} has no Q/DQ nodes: "
-            "quantize it first (edge_service.build.calibration.quantize_int8); TensorRT's "
+            "quantize it first (edge_service.compile.calibration.quantize_int8); TensorRT's "
             "implicit INT8 calibration is deprecated since TensorRT 10.1"
         )
     if precision == "fp16" and is_qdq:
@@ -190,7 +150,7 @@ def build_engine(
     """
     if sha256_file(onnx_path) != plan.onnx_sha256:
         raise BuildError(f"{onnx_path} changed since the build was planned; plan it again")
-    trt: Any = trt_module if trt_module is not None else _import("tensorrt")
+    trt: Any = trt_module if trt_module is not None else import_lazily("tensorrt")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: always explicit batch

@@ -12,13 +12,13 @@ pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 from support import onnx_classifier  # noqa: E402
 
-from edge_service.build.calibration import (  # noqa: E402
+from edge_service.compile.calibration import (  # noqa: E402
     calibration_cache_path,
-    quantize_feeds,
     quantize_int8,
     write_calibration_sample,
 )
 from edge_service.data.pipeline import Preprocess  # noqa: E402
+from edge_service.onnx_tools.quantize import quantize_feeds  # noqa: E402
 
 PREP = Preprocess("rgb", "stretch", 8, (0.5,), (0.25,), "images")
 

@@ -1,7 +1,10 @@
 """TensorRT engine identity: targets, build plans, cache keys, the engine cache and sidecars.
 
-No TensorRT import here: deciding whether a cached engine may be loaded on this device is
-plain file and string logic (see ``trt_builder`` for the build itself). An engine is
+Deciding whether a cached engine may be loaded on this device is plain file and string
+logic; ``tensorrt`` and ``pycuda`` are imported lazily, only to read this machine's target
+(`detect_target`). The runtime loads engines by these rules and the compiler
+(``edge_service.compile.trt_builder``) builds them by the same ones, so both import this
+module and neither imports the other. An engine is
 stored under a key of (TensorRT version, device, compute capability, ONNX hash, precision,
 calibration hash, profile shapes), with a JSON sidecar that says what it was built for
 and the engine file's SHA-256, so a cached engine that was damaged on disk is rebuilt
@@ -11,6 +14,7 @@ rather than reused (and blessed with a new checksum in the catalog).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -20,7 +24,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from edge_service.errors import CatalogError
+from edge_service.errors import BuildError, CatalogError
 from edge_service.fsutil import atomic_write_text, sha256_file
 
 log = logging.getLogger(__name__)
@@ -213,3 +217,43 @@ def write_sidecar(plan: TrtBuildPlan, engine_path: Path) -> Path:
     path = sidecar_path(engine_path)
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     return path
+
+
+NO_TENSORRT = (
+    "TensorRT is not available on this machine ({why}); `edge-service build` falls back to "
+    "ONNX Runtime engines here. On a Jetson, TensorRT comes with JetPack "
+    "(apt-get install python3-libnvinfer; make the venv with --system-site-packages to see "
+    "it), then run: pip install -e '.[jetson]'"
+)
+
+
+def tensorrt_available() -> bool:
+    """True when both ``tensorrt`` and ``pycuda.driver`` import here."""
+    try:
+        import_lazily("tensorrt")
+        import_lazily("pycuda.driver")
+    except BuildError:
+        return False
+    return True
+
+
+def detect_target() -> TrtTarget:
+    """This machine's TensorRT version and GPU 0; BuildError with advice when absent."""
+    trt = import_lazily("tensorrt")
+    cuda = import_lazily("pycuda.driver")
+    try:
+        cuda.init()
+        device = cuda.Device(0)
+        major, minor = device.compute_capability()
+        name = str(device.name())
+    except Exception as exc:  # pycuda raises its own Error types for a missing GPU/driver
+        raise BuildError(NO_TENSORRT.format(why=f"no usable CUDA device: {exc}")) from exc
+    return TrtTarget(str(trt.__version__), name, f"{major}.{minor}")
+
+
+def import_lazily(name: str) -> Any:
+    """Import ``name`` lazily; a missing library becomes a BuildError with the fallback."""
+    try:
+        return importlib.import_module(name)
+    except (ImportError, OSError) as exc:  # OSError: the wheel is there, libcuda is not
+        raise BuildError(NO_TENSORRT.format(why=f"cannot import {name}: {exc}")) from exc

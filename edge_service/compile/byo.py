@@ -25,13 +25,13 @@ from typing import Literal
 import onnxruntime as ort
 
 import edge_service
-from edge_service.build.calibration import (
+from edge_service.compile.calibration import (
     CACHE_TAG,
     calibration_hash,
     calibration_images,
     quantize_int8,
 )
-from edge_service.build.int8_scheme import OnDevice
+from edge_service.compile.int8_scheme import OnDevice
 from edge_service.data.pipeline import Color, Preprocess, Resize
 from edge_service.device import Fingerprint
 from edge_service.device import current as current_device
@@ -162,7 +162,7 @@ def family_key(req: OnnxFamilyRequest) -> str:
 
 def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = log.info) -> Path:
     """Copy, quantize, profile and catalogue the user's ONNX models; returns the catalog."""
-    from edge_service.build.ort_builder import is_current
+    from edge_service.compile.ort_builder import is_current
 
     key = family_key(req)
     if not req.force and is_current(req.family_dir, key):
@@ -202,7 +202,7 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
         },
     )
     if req.tensorrt:
-        from edge_service.build.trt_family import build_tensorrt
+        from edge_service.compile.trt_family import build_tensorrt
 
         catalog = build_tensorrt(catalog, req.family_dir, progress)
     path = save_catalog(req.family_dir, catalog)

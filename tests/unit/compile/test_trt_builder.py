@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_service.build import trt_builder as tb
-from edge_service.build import trt_cache as tc
-from edge_service.build.trt_cache import EngineCache, TrtTarget
+from edge_service.compile import trt_builder as tb
 from edge_service.errors import BuildError, CatalogError
+from edge_service.runtime import trt_cache as tc
+from edge_service.runtime.trt_cache import EngineCache, TrtTarget
 
 ORIN = TrtTarget(trt_version="10.3.0", device_name="Orin", compute_capability="8.7")
 CHW = (1, 28, 28)
@@ -514,7 +514,7 @@ def test_tensorrt_available_is_false_when_tensorrt_is_not_installed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt now fails
-    assert tb.tensorrt_available() is False
+    assert tc.tensorrt_available() is False
 
 
 def test_tensorrt_available_is_false_when_pycuda_is_missing(
@@ -522,7 +522,7 @@ def test_tensorrt_available_is_false_when_pycuda_is_missing(
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", ModuleType("tensorrt"))
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
-    assert tb.tensorrt_available() is False
+    assert tc.tensorrt_available() is False
 
 
 def test_detect_target_raises_build_error_with_fallback_when_tensorrt_is_missing(
@@ -530,7 +530,7 @@ def test_detect_target_raises_build_error_with_fallback_when_tensorrt_is_missing
 ) -> None:
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(BuildError) as err:
-        tb.detect_target()
+        tc.detect_target()
     message = err.value.message
     assert "TensorRT is not available" in message
     assert "ONNX Runtime" in message

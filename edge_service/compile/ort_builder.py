@@ -1,10 +1,10 @@
-"""Build the default family's ONNX Runtime engines (FP32 and INT8) into the repository.
+"""What a build of ONNX Runtime engines (FP32 and INT8) is asked for, keyed by, and measures.
 
-Steps: export the base weights to ONNX, quantize to INT8 Q/DQ on the calibration images,
-measure each engine's accuracy on the test split and its latency here, and write
-``catalog.json`` last (atomically), so a half-finished build is never served. A build key
-(weights, calibration images, exporter settings, library versions) makes a second run with
-the same inputs a no-op.
+`edge_service.compile.family.build_family` runs it: export the base weights to ONNX,
+quantize to INT8 Q/DQ on the calibration images, measure each engine's accuracy on the
+test split and its latency here, and write ``catalog.json`` last (atomically), so a
+half-finished build is never served. A build key (weights, calibration images, exporter
+settings, library versions) makes a second run with the same inputs a no-op.
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import onnxruntime as ort
 
 import edge_service
-from edge_service.build.calibration import (
+from edge_service.compile.calibration import (
     CACHE_TAG,
     METHODS,
     calibration_hash,
     calibration_images,
     quantize_int8,
 )
-from edge_service.build.int8_scheme import OnDevice
+from edge_service.compile.int8_scheme import OnDevice
 from edge_service.data.fashion import Split
 from edge_service.data.preprocess import InputSpec
 from edge_service.device import Fingerprint
@@ -48,12 +47,8 @@ from edge_service.repository import (
 from edge_service.runtime.ort_engine import OrtEngine
 from edge_service.variants import VariantSpec
 
-if TYPE_CHECKING:
-    from edge_service.buildstate import BuildProgress
-
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
-OnProgress = Callable[["BuildProgress"], None]
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ class BuildReport:
 
 def build_key(req: BuildRequest) -> str:
     """Hash of everything the engines depend on; equal keys mean nothing to rebuild."""
-    from edge_service.build.export import MAX_BATCH, OPSET
+    from edge_service.onnx_tools.export import MAX_BATCH, OPSET
 
     evolved = req.evolved if req.evolved is not None and req.evolved.is_file() else None
     parts = {
@@ -137,37 +132,6 @@ def is_current(family_dir: Path, key: str) -> bool:
     except CatalogError:
         return False
     return catalog.build.get("key") == key and bool(catalog.build.get("complete", True))
-
-
-def build_family(
-    req: BuildRequest, progress: Progress = log.info, on_progress: OnProgress | None = None
-) -> BuildReport:
-    """Export, quantize, measure, gate and catalogue every network's engines, in stages
-    that each land in the catalog (see :mod:`edge_service.build.staged`); nothing when
-    the catalog is complete and current, only the damaged files when some fail."""
-    from edge_service.build.staged import build_staged
-
-    key = build_key(req)
-    if not req.force:
-        repaired = _up_to_date_or_repaired(req, key, progress)
-        if repaired is not None:
-            return repaired
-    return build_staged(req, progress, on_progress)
-
-
-def _up_to_date_or_repaired(req: BuildRequest, key: str, progress: Progress) -> BuildReport | None:
-    """Nothing to do, or only damaged artifacts rebuilt (see build/repair.py); None when
-    the whole family must be built."""
-    from edge_service.build.repair import repair_family, stale_variants
-
-    found = stale_variants(req.family_dir, key)
-    if found is None:
-        return None
-    catalog, stale = found
-    if not stale:
-        progress(f"{req.family_dir}: up to date (build key {key[:12]}), nothing to build")
-        return BuildReport(req.family_dir / "catalog.json", (), True, {})
-    return repair_family(req, catalog, stale, progress)
 
 
 def choose_int8(

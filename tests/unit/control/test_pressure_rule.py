@@ -1,4 +1,4 @@
-"""The foundation's rule, a pure function: every branch of it."""
+"""The pressure rule, a pure function: every branch of it."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from edge_service.control.policy import Candidate, SimpleRule, decide
+from edge_service.control.pressure_rule import Candidate, PressureRule, decide
 from edge_service.monitor.context import Context
 
-RULE = SimpleRule(cpu_high=0.85, mem_high=0.90, upgrade_cooldown_s=5.0)
+RULE = PressureRule(cpu_high=0.85, mem_high=0.90, upgrade_cooldown_s=5.0)
 ACCURATE = Candidate("base@fp32", accuracy=0.93, latency_ms=0.40)
 FAST = Candidate("base@int8", accuracy=0.925, latency_ms=0.18)
 UNMEASURED = Candidate("x@fp32", accuracy=0.50, latency_ms=None)
@@ -29,12 +29,12 @@ def ctx(cpu: float = 0.1, mem_used: float = 0.2, t: float = 100.0) -> Context:
 
 def test_most_accurate_served_when_board_is_idle() -> None:
     d = decide(ctx(), ALL, RULE, current=None)
-    assert d.variant_id == ACCURATE.variant_id and not d.constrained and d.changed
+    assert d.variant_id == ACCURATE.variant_id and d.feasible and d.changed
 
 
 def test_fastest_served_when_cpu_load_is_high() -> None:
     d = decide(ctx(cpu=0.95), ALL, RULE, current=ACCURATE.variant_id)
-    assert d.variant_id == FAST.variant_id and d.constrained
+    assert d.variant_id == FAST.variant_id and not d.feasible
     assert "cpu load 0.95" in d.reason
 
 
@@ -91,6 +91,6 @@ def test_decision_is_always_a_catalog_variant_and_consistent_when_any_state(
     assert d.variant_id in {c.variant_id for c in ALL}
     assert d.changed == (d.variant_id != current)
     pressured = cpu >= RULE.cpu_high or mem >= RULE.mem_high
-    assert d.constrained == pressured
+    assert d.feasible != pressured
     if pressured:
         assert d.variant_id == FAST.variant_id

@@ -8,9 +8,9 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from edge_service.build.export import INPUT_NAME, OPSET, export_onnx  # noqa: E402
 from edge_service.evolve.model import ModelConfig, StagedCNN  # noqa: E402
 from edge_service.evolve.supernet import MultiBranchNet  # noqa: E402
+from edge_service.onnx_tools.export import INPUT_NAME, OPSET, export_onnx  # noqa: E402
 from edge_service.runtime.ort_engine import OrtEngine  # noqa: E402
 
 

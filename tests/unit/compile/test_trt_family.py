@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_service.build.trt_family import merge_tensorrt, tensorrt_jobs
+from edge_service.compile.trt_family import merge_tensorrt, tensorrt_jobs
 from edge_service.repository import parse_catalog
 from edge_service.variants import VariantSpec
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from edge_service.build.gate import apply_gate, gate_summary
+from edge_service.compile.gate import apply_gate, gate_summary
 from edge_service.errors import ConfigError
 from edge_service.repository import Variant
 from edge_service.variants import VariantSpec

@@ -12,7 +12,7 @@ INT8 weights per channel, and one of two activation schemes:
 
 ``reduce_range`` quantizes the weights to 7 bits ([-64, 64]) for x86 CPUs without VNNI,
 whose ``vpmaddubsw`` sums pairs of u8 x s8 products in saturating int16;
-:func:`edge_service.build.int8_scheme.choose_int8_scheme` decides both from the device.
+:func:`edge_service.compile.int8_scheme.choose_int8_scheme` decides both from the device.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import hashlib
 import io
 import logging
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from edge_service.data.pipeline import Preprocess
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
+from edge_service.onnx_tools.quantize import ACTIVATIONS, FeedReader, static_qdq
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -67,22 +68,11 @@ def calibration_batches(
         yield {prep.name: np.concatenate(arrays)}
 
 
-class _Reader:
-    """Adapter from an iterator of feeds to ORT's CalibrationDataReader interface."""
-
-    def __init__(self, feeds: Iterator[dict[str, np.ndarray]]) -> None:
-        self._feeds = feeds
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._feeds, None)
-
-
 METHODS: tuple[str, ...] = ("minmax", "entropy", "percentile")
 PERCENTILE = 99.999
 HISTOGRAM_BINS = 2048  # percentile
 ENTROPY_BINS = 512  # KL search over (bins/2 - 64) thresholds: 2048 costs ~8 s per network here
 CACHE_TAG = f"b{HISTOGRAM_BINS}-e{ENTROPY_BINS}-p{PERCENTILE}"  # part of the cache key
-ACTIVATIONS: tuple[str, ...] = ("s8", "u8")
 
 
 def calibration_cache_path(
@@ -145,7 +135,7 @@ def quantize_int8(
             quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
             if not ranges.exists():
                 _calibrate(prepped, files, spec, ort_method, ranges, symmetric)
-            _qdq(
+            static_qdq(
                 prepped, tmp, None, ort_method, symmetric, reduce_range,
                 calibration_cache_path=ranges,
             )
@@ -162,71 +152,6 @@ def quantize_int8(
     log.debug("calibrator said: %s", chatter.getvalue().strip())
     log.debug("quantized %s -> %s (%s) on %d images", fp32.name, out.name, method, len(files))
     return out
-
-
-def quantize_feeds(
-    fp32: Path,
-    out: Path,
-    feeds: Sequence[dict[str, np.ndarray]],
-    activations: str = "u8",
-    reduce_range: bool = False,
-) -> Path:
-    """Min-max static INT8 Q/DQ of ``fp32`` calibrated on ready-made ``feeds``.
-
-    For tensors that are not images (a branch's input features in the evolve search) and
-    for quick probes; :func:`quantize_int8` is the build's path from image files.
-    """
-    from onnxruntime.quantization import CalibrationMethod
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    if activations not in ACTIVATIONS:
-        raise BuildError(f"INT8 activation scheme {activations!r} is not one of {ACTIVATIONS}")
-    symmetric = activations == "s8"
-
-    def write(tmp: Path) -> None:
-        prepped = tmp.with_suffix(".pre.onnx")
-        try:
-            quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
-            reader = _Reader(iter(feeds))
-            _qdq(prepped, tmp, reader, CalibrationMethod.MinMax, symmetric, reduce_range)
-        finally:
-            prepped.unlink(missing_ok=True)
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # ORT's calibrators print
-            atomic_write_with(out, write)
-    except Exception as exc:
-        raise BuildError(f"INT8 quantization of {fp32} failed: {exc}") from exc
-    return out
-
-
-def _qdq(
-    prepped: Path,
-    out: Path,
-    reader: _Reader | None,
-    method: Any,
-    symmetric: bool,
-    reduce_range: bool = False,
-    **more: Any,
-) -> None:
-    """ONNX Runtime's static Q/DQ with this module's fixed choices: INT8 weights per
-    channel, symmetric, 7-bit with ``reduce_range``; activations s8 symmetric or u8
-    asymmetric (``reduce_range`` leaves activations at 8 bits)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        str(prepped),
-        str(out),
-        reader,  # type: ignore[arg-type]
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        reduce_range=reduce_range,
-        calibrate_method=method,
-        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-        **more,
-    )
 
 
 def _calibrate(
@@ -261,7 +186,7 @@ def _calibrate(
             },
         )
         # one image per feed: the histogram calibrators need equal-shaped batches
-        calibrator.collect_data(_Reader(calibration_batches(files, spec, batch=1)))  # type: ignore[arg-type]
+        calibrator.collect_data(FeedReader(calibration_batches(files, spec, batch=1)))  # type: ignore[arg-type]
         ranges = calibrator.compute_data()
     partial = out.with_name(out.name + ".partial")
     save_tensors_data(ranges, partial)
@@ -295,7 +220,7 @@ def _png_writer(image: np.ndarray) -> Callable[[Path], None]:
 
 
 def main() -> None:
-    """``python -m edge_service.build.calibration``: write the committed calibration sample."""
+    """``python -m edge_service.compile.calibration``: write the committed calibration sample."""
     from edge_service.config import Settings
     from edge_service.data.fashion import load_split
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from support import PROFILED
 
-from edge_service.build.repair import stale_variants
+from edge_service.compile.repair import stale_variants
 from edge_service.repository import Catalog, make_artifact, save_catalog
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from machines import MACHINES, machine_root
 
-from edge_service.build.int8_scheme import Int8Scheme, choose_int8_scheme
+from edge_service.compile.int8_scheme import Int8Scheme, choose_int8_scheme
 from edge_service.device import Fingerprint, fingerprint
 from edge_service.errors import BuildError
 
