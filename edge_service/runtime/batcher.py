@@ -13,11 +13,10 @@ frame is resized for the engine that will actually run it.
 Shadow runs (`MicroBatcher.shadow`) measure a variant that is not served, for the
 controller, in the worker's idle time: one engine call at a time, only while no request
 waits, spaced by a gap, so a request never shares the processor with a measurement it
-did not ask for and waits at most one such call. A request that comes right after a
-shadow call waits until the measured engine's runtime threads stop spinning
-(``SHADOW_SETTLE_S``): on a CPU where each engine runs several threads, a call started
-within a millisecond of another engine's call competes with its spinning threads, and
-measured 1.2-1.4% of such calls over a budget that none of the undisturbed ones reached.
+did not ask for and waits at most one such call. (Where engines run several ONNX Runtime
+threads, a measured engine's spinning workers still slow the served calls, whatever the
+gap: the server makes no shadow runs there, see
+`edge_service.control.factory.shadow_runs_are_safe`.)
 """
 
 from __future__ import annotations
@@ -37,8 +36,6 @@ from edge_service.runtime.engine import EngineInfo
 from edge_service.runtime.pool import EnginePool
 
 log = logging.getLogger(__name__)
-
-SHADOW_SETTLE_S = 0.0015  # a served call starts at least this long after a shadow call
 
 Prepare = Callable[[str], np.ndarray]
 
@@ -114,7 +111,6 @@ class MicroBatcher:
         self._probes: deque[_Probe] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._settle_until = 0.0  # perf_counter time before which no served call starts
         self.stats = BatcherStats()
         self._threads = [
             threading.Thread(target=self._run, name=f"batcher-{i}", daemon=True)
@@ -252,7 +248,6 @@ class MicroBatcher:
                 probe.times_ms.append((time.perf_counter() - started) * 1e3)
         except Exception as exc:  # noqa: BLE001 - the caller learns why; the worker lives on
             probe.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-        self._settle_until = time.perf_counter() + SHADOW_SETTLE_S
         probe.next_t = time.perf_counter() + probe.gap_s
         if probe.error is not None or len(probe.times_ms) >= probe.runs:
             with self._cond:
@@ -277,9 +272,6 @@ class MicroBatcher:
                     ready.append(job)
                 if not ready:
                     return
-                settle = self._settle_until - time.perf_counter()
-                if settle > 0:  # a shadow call just ended (module doc)
-                    time.sleep(settle)
                 started = time.perf_counter()
                 output = engine.infer(inputs[0] if len(inputs) == 1 else np.concatenate(inputs))
                 done = time.perf_counter()

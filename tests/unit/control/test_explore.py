@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
-
 import numpy as np
 import pytest
 from support import PROFILED, ConstantEngine, mode_context
@@ -21,7 +17,7 @@ from edge_service.control.predictor import Predictor
 from edge_service.errors import EngineError
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
-from edge_service.runtime.batcher import SHADOW_SETTLE_S, MicroBatcher
+from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.pool import EnginePool
 
 BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
@@ -200,40 +196,6 @@ def test_shadow_runs_are_timed_by_the_batcher_between_requests() -> None:
         assert pool.active_id == DW  # measuring never swaps the served engine
     finally:
         batcher.close()
-
-
-def test_a_served_call_starts_only_after_a_shadow_calls_threads_settle() -> None:
-    calls: list[tuple[str, float, float]] = []  # (variant, start, end), in call order
-
-    class Timed(ConstantEngine):
-        def _infer_impl(self, batch: np.ndarray) -> np.ndarray:
-            start = time.perf_counter()
-            out = super()._infer_impl(batch)
-            calls.append((self.variant_id, start, time.perf_counter()))
-            return out
-
-    pool = EnginePool(Timed)
-    pool.activate(DW)
-    batcher = MicroBatcher(pool)
-    x = np.zeros((1, 1, 4, 4), dtype=np.float32)
-    try:
-        measuring = threading.Thread(target=batcher.shadow, args=(BASE, x, 30), daemon=True)
-        measuring.start()
-        futures = []
-        for _ in range(60):  # requests arrive while the shadow run goes on
-            futures.append(batcher.submit(lambda _vid: x, 1))
-            time.sleep(0.001)
-        measuring.join(10)
-        assert all(f.result(timeout=10).variant_id == DW for f in futures)
-    finally:
-        batcher.close()
-    after_shadow = [
-        served[1] - shadow[2]
-        for shadow, served in itertools.pairwise(calls)
-        if shadow[0] == BASE and served[0] == DW
-    ]
-    assert after_shadow, "no request came right after a shadow call"
-    assert min(after_shadow) >= SHADOW_SETTLE_S
 
 
 def test_a_shadow_run_of_a_failing_engine_raises_an_engine_error() -> None:
