@@ -84,6 +84,7 @@ class BudgetStrategy:
     ) -> None:
         self._predictor, self._policy = predictor, policy
         self._explore = exploration or Exploration()
+        self._measuring = True  # the loop has a prober (set_measuring)
         self._lock = threading.Lock()
         self._last: dict[str, Estimate] = {}
         self._ctx: Context | None = None
@@ -150,7 +151,7 @@ class BudgetStrategy:
             for v, until in self._held_until.items()
             if until > now and v != current and not self._measured_since_relief(v)
         }
-        if self._explore.enabled:
+        if self._exploring:
             held |= {
                 e.variant_id for e in usable if e.variant_id != current and not self.verified(e)
             }
@@ -168,6 +169,16 @@ class BudgetStrategy:
         shadow = self._predictor.learner.last_shadow(variant_id, self._mode_name())
         relief = e.correction < RELIEF * left[1]
         return relief and shadow is not None and shadow > left[0]
+
+    def set_measuring(self, on: bool) -> None:
+        """Whether shadow runs can measure variants now: exploration needs them, so
+        without them (no prober, or a mode where they would slow the served engine) a
+        voluntary move trusts the prediction, as with exploration off."""
+        self._measuring = on
+
+    @property
+    def _exploring(self) -> bool:
+        return self._explore.enabled and self._measuring
 
     def verified(self, e: Estimate) -> bool:
         """True when observations back ``e``: confident enough and recent enough."""
@@ -202,7 +213,7 @@ class BudgetStrategy:
             last, ctx, current = dict(self._last), self._ctx, self._current
         budget = self._policy.latency_budget_ms
         cur = last.get(current) if current is not None else None
-        if not self._explore.enabled or budget is None or cur is None or ctx is None:
+        if not self._exploring or budget is None or cur is None or ctx is None:
             return None
         if self._pinned() or violations(cur, ctx, self._policy, current) or self._over():
             return None

@@ -59,6 +59,7 @@ class AdaptationLoop:
     ) -> None:
         self._source, self._pool, self.strategy = source, pool, strategy
         self._prober = prober
+        self.strategy.set_measuring(prober is not None)
         self._probe_after = 0.0  # monotonic time before which no shadow run starts
         self.probes = 0  # shadow measurements made
         self._preload_mb = preload_memory_mb
@@ -85,6 +86,7 @@ class AdaptationLoop:
         policy change or pin applies now, not at the next tick)."""
         with self._tick_lock:
             self.strategy = strategy
+            strategy.set_measuring(self._prober is not None)
             self._last_change_t = None  # a new policy is not held back by the old cooldown
         return self.tick()
 
@@ -261,8 +263,11 @@ class AdaptationLoop:
         return estimate.to_dict() if estimate is not None else None
 
     def set_prober(self, prober: Prober | None) -> None:
-        """Measure through ``prober`` from now on (None: no shadow runs)."""
-        self._prober = prober
+        """Measure through ``prober`` from now on (None: no shadow runs, and the strategy
+        moves on its predictions)."""
+        with self._tick_lock:
+            self._prober = prober
+            self.strategy.set_measuring(prober is not None)
 
     def _preload(self, active: str) -> None:
         """Load the active variant's neighbours on standby, nearest first, within budget.

@@ -66,6 +66,11 @@ class Strategy(Protocol):
         """The last prediction for ``variant_id`` (None when this strategy has none)."""
         ...
 
+    def set_measuring(self, on: bool) -> None:
+        """Whether shadow runs can measure variants now (the loop has a prober); without
+        them a voluntary move trusts the prediction."""
+        ...
+
 
 class PressureStrategy:
     """Most accurate unless CPU or memory pressure is high, then the fastest."""
@@ -117,6 +122,9 @@ class PressureStrategy:
     def estimate_of(self, variant_id: str) -> Estimate | None:
         """The pressure rule predicts nothing beyond the profile (`predicted_ms`)."""
         return None
+
+    def set_measuring(self, on: bool) -> None:
+        """The pressure rule does not measure before moving."""
 
 
 def around(order: list[str], variant_id: str) -> list[str]:

@@ -75,6 +75,31 @@ def test_no_voluntary_move_goes_to_a_variant_that_was_not_measured() -> None:
     assert s.decide(ctx(2.0, "MAXN"), DW, 0.0).variant_id == BASE
 
 
+def test_where_nothing_can_measure_a_voluntary_move_trusts_the_prediction() -> None:
+    s, _ = exploring()
+    s.set_measuring(False)  # no prober: shadow runs would slow the served engine here
+    s.decide(ctx(0.0), None, None)
+    assert s.probe_candidate() is None
+    up = s.decide(ctx(1.0, "MAXN"), DW, 0.0)  # base fits MAXN on paper
+    assert up.changed and up.variant_id == BASE
+
+
+def test_the_loop_tells_its_strategy_whether_it_can_measure() -> None:
+    s, clock = exploring()
+    loop = AdaptationLoop(
+        source=ReplaySource([ctx(0.0, "MAXN")], clock=clock),
+        pool=EnginePool(ConstantEngine),
+        strategy=s,
+        events=EventLog(16),
+    )
+    s.decide(ctx(0.0), None, None)
+    assert s.decide(ctx(1.0, "MAXN"), DW, 0.0).variant_id == BASE  # no prober: on paper
+    loop.set_prober(lambda _vid: [1.0] * 24)
+    assert s.decide(ctx(2.0, "MAXN"), DW, 0.0).variant_id == DW  # measure first
+    loop.set_prober(None)
+    assert s.decide(ctx(3.0, "MAXN"), DW, 0.0).variant_id == BASE
+
+
 def test_a_violation_still_moves_at_once_to_an_unmeasured_variant() -> None:
     s, _ = exploring()
     s.decide(ctx(0.0, "MAXN"), None, None)  # nothing served yet: the prediction decides
