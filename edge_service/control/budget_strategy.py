@@ -144,12 +144,12 @@ class BudgetStrategy:
 
     def _blocked(self, now: float, current: str | None, usable: list[Estimate]) -> set[str]:
         """Variants a voluntary move may not go to now: held after a violation (unless
-        measured again once the contention eased), and, when exploring, those not
-        verified."""
+        the contention eased since, and a shadow run measured it then where one can), and,
+        when exploring, those not verified."""
         held = {
             v
             for v, until in self._held_until.items()
-            if until > now and v != current and not self._measured_since_relief(v)
+            if until > now and v != current and not self._relieved(v)
         }
         if self._exploring:
             held |= {
@@ -157,18 +157,20 @@ class BudgetStrategy:
             }
         return held
 
-    def _measured_since_relief(self, variant_id: str) -> bool:
-        """True when ``variant_id`` was measured by a shadow run after the contention fell
-        by a quarter from when it was left: the conditions that broke it are gone, and the
-        measurement says how it does now. A variant left for its own cost (the contention
-        did not move) stays held: measuring it again would only re-take it and break again."""
+    def _relieved(self, variant_id: str) -> bool:
+        """True when the contention fell by a quarter since ``variant_id`` was left (the
+        conditions that broke it are gone) and, where shadow runs can measure, one
+        measured it since (the measurement says how it does now; where none can, the
+        prediction with the contention now decides). A variant left for its own cost (the
+        contention did not move) stays held: re-taking it would only break again."""
         left = self._left_at.get(variant_id)
         e = self._last.get(variant_id)
-        if left is None or e is None:
+        if left is None or e is None or not e.correction < RELIEF * left[1]:
             return False
+        if not self._exploring:
+            return True
         shadow = self._predictor.learner.last_shadow(variant_id, self._mode_name())
-        relief = e.correction < RELIEF * left[1]
-        return relief and shadow is not None and shadow > left[0]
+        return shadow is not None and shadow > left[0]
 
     def set_measuring(self, on: bool) -> None:
         """Whether shadow runs can measure variants now: exploration needs them, so

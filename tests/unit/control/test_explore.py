@@ -172,6 +172,27 @@ def test_a_hold_is_lifted_by_a_shadow_run_only_once_the_contention_has_eased() -
     assert s.decide(ctx(6.0, "MAXN"), DW, 1.0).variant_id == BASE  # before the hold ends
 
 
+def test_where_nothing_can_measure_a_hold_is_lifted_once_the_contention_has_eased() -> None:
+    s, clock = exploring(cooldown_s=5.0)
+    s.set_measuring(False)
+    s.decide(ctx(0.0, "MAXN"), None, None)
+
+    def serve(vid: str, ms: float, n: int) -> None:
+        for _ in range(n):
+            s.observe(vid, ms)
+            clock.t += 0.025
+
+    serve(BASE, 1.0, 20)
+    serve(BASE, 4.0, 40)  # a competitor: the contention climbs
+    assert s.decide(ctx(1.0, "MAXN"), BASE, 0.0).variant_id == DW  # held until 11 s
+    serve(DW, 1.2, 20)
+    assert s.decide(ctx(5.0, "MAXN"), DW, 1.0).variant_id == DW  # still contended: held
+    serve(DW, 0.3, 60)  # the competitor left: the contention falls
+    clock.t += 5.0  # and its stalls leave the window
+    serve(DW, 0.3, 40)
+    assert s.decide(ctx(6.0, "MAXN"), DW, 1.0).variant_id == BASE  # before the hold ends
+
+
 def test_a_variant_left_for_its_own_cost_stays_held_whatever_a_shadow_run_shows() -> None:
     s, _ = exploring(cooldown_s=2.0)
     s.decide(ctx(0.0, "MAXN"), None, None)
