@@ -39,12 +39,13 @@ from PIL import Image
 from results import write_section
 from served_oracle import measure_oracle
 from served_report import report
+from server_proc import CONTROL_TOKEN
 
 from edge_service.data.fashion import load_split
 from edge_service.server.process import ServerProcess
 
 HERE = Path(__file__).resolve().parent
-TOKEN = "bench-control-token-0123456789"
+TOKEN = CONTROL_TOKEN
 
 
 @dataclass(frozen=True)
@@ -149,16 +150,22 @@ def listen(url: str, run: Run, stop: threading.Event) -> None:
                 (run.events if kind == "adaptation" else run.contexts).append(doc)
 
 
+# The served adaptation benches' server: the linux monitor, emulated power modes from MAXN,
+# a quick loop and a short cooldown, standby engines, and the control token.
+ADAPTIVE_ENV = {
+    "EDGE_COOLDOWN_S": "2",
+    "EDGE_MONITOR_PERIOD_S": "0.1",
+    "EDGE_MONITOR_SOURCE": "linux",
+    "EDGE_POWER_MODE": "0",
+    "EDGE_CONTROL_TOKEN": TOKEN,
+    "EDGE_PRELOAD_MEMORY_MB": "64",
+}
+
+
 def start_server(args: argparse.Namespace, log: Path) -> ServerProcess:
-    env = {
+    env = ADAPTIVE_ENV | {
         "EDGE_ENGINES_DIR": str(args.engines_dir),
         "EDGE_LATENCY_BUDGET_MS": str(args.budget_ms),
-        "EDGE_COOLDOWN_S": "2",
-        "EDGE_MONITOR_PERIOD_S": "0.1",
-        "EDGE_MONITOR_SOURCE": "linux",
-        "EDGE_POWER_MODE": "0",
-        "EDGE_CONTROL_TOKEN": TOKEN,
-        "EDGE_PRELOAD_MEMORY_MB": "64",
     }
     return ServerProcess(env, log, stop_timeout_s=15).start()
 

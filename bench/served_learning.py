@@ -41,13 +41,12 @@ import httpx
 import numpy as np
 from learning_report import report
 from results import write_section
-from served_adaptation import Hog, frames, listen, load
+from served_adaptation import ADAPTIVE_ENV, TOKEN, Hog, frames, listen, load
 from server_proc import ServerProcess
 
 from edge_service.runtime.loader import open_engine
 
 HERE = Path(__file__).resolve().parent
-TOKEN = "bench-control-token-0123456789"
 SETTLE_S = 1.0
 SWEEP_S = 8.0  # per variant and condition, for the oracle (~300 requests: 1% is 3 of them)
 SWEEP_RATE = 40.0
@@ -152,13 +151,8 @@ class Server:
 
     def __init__(self, log: Path, engines_dir: Path, **env: str) -> None:
         settings = {
+            **ADAPTIVE_ENV,
             "EDGE_ENGINES_DIR": str(engines_dir),
-            "EDGE_COOLDOWN_S": "2",
-            "EDGE_MONITOR_PERIOD_S": "0.1",
-            "EDGE_MONITOR_SOURCE": "linux",
-            "EDGE_POWER_MODE": "0",
-            "EDGE_CONTROL_TOKEN": TOKEN,
-            "EDGE_PRELOAD_MEMORY_MB": "64",
             # one request per engine call: the engine time a request reports is then the
             # batch-1 latency the policy budgets and predicts (a batch's time is not)
             "EDGE_BATCH_MAX_SIZE": "1",

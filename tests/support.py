@@ -10,7 +10,6 @@ variant) or `hold_still` (an operator pin on a live board).
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -107,10 +106,10 @@ def hold_still(url: str, token: str | None = None) -> str:
 
 def start_server(
     engines_dir: Path, log: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
+) -> ServerProcess:
     """Start ``edge-service serve --engines-dir ... [extra_args]`` on a free port
-    (`edge_service.server.process.ServerProcess`); return the process and its URL once it
-    is ready. A server that cannot start fails the test with its log."""
+    (`edge_service.server.process.ServerProcess`), ready. A server that cannot start fails
+    the test with its log."""
     server = ServerProcess(
         env or {},
         log,
@@ -122,7 +121,7 @@ def start_server(
         server.start()
     except ServerStartError as exc:
         pytest.fail(str(exc))
-    return server.proc, server.url
+    return server
 
 
 @contextmanager
@@ -132,16 +131,11 @@ def run_server(
     """Start ``edge-service serve [extra_args]`` on a free port; yield its URL once ready;
     stop it."""
     full_env = {"EDGE_MONITOR_PERIOD_S": "0.2", "EDGE_MAX_BODY_BYTES": str(MAX_BODY)} | env
-    proc, url = start_server(engines_dir, log, extra_args, full_env)
+    server = start_server(engines_dir, log, extra_args, full_env)
     try:
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:

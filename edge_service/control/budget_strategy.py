@@ -103,11 +103,6 @@ class BudgetStrategy:
         """The predictor (and through it the learner) this strategy decides with."""
         return self._predictor
 
-    @property
-    def exploration(self) -> Exploration:
-        """How this strategy measures before it moves."""
-        return self._explore
-
     def decide(
         self,
         ctx: Context,

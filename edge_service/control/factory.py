@@ -8,7 +8,8 @@ tests and a simulator can all call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from edge_service.config import Settings
 from edge_service.control.budget_strategy import BudgetStrategy, Exploration
@@ -89,6 +90,19 @@ def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate
             )
         )
     return out
+
+
+@dataclass
+class EngineMemory:
+    """What loading each variant costs in memory (`engine_memory_mb`), by the catalog
+    served now: the server replaces ``catalog`` when it reloads one."""
+
+    catalog: Catalog
+    measured_mb: Callable[[str], float | None]  # the engine pool's measurement
+
+    def __call__(self, variant_id: str) -> float | None:
+        variant = self.catalog.variant(variant_id)
+        return engine_memory_mb(variant, self.measured_mb(variant_id))
 
 
 def engine_memory_mb(variant: Variant, measured_mb: float | None) -> float | None:

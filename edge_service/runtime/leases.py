@@ -46,10 +46,6 @@ class Leases:
         self._retired[key] = engine
         return None
 
-    def held(self, engine: Engine) -> int:
-        """How many leases hold ``engine`` now."""
-        return self._count.get(id(engine), 0)
-
     def clear(self) -> list[Engine]:
         """Forget every lease; the retired engines (to close)."""
         retired = list(self._retired.values())

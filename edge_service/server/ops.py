@@ -27,7 +27,6 @@ from edge_service.server.schemas import (
     VariantsResponse,
 )
 from edge_service.server.service import Service
-from edge_service.server.views import StatusView
 
 router = APIRouter()
 
@@ -45,7 +44,7 @@ async def live() -> dict[str, bool]:
 async def ready(request: Request) -> JSONResponse:
     """Ready once an engine is loaded (KServe v2 readiness)."""
     service: Service | None = getattr(request.app.state, "service", None)
-    ok = service is not None and StatusView(service).ready
+    ok = service is not None and service.ready_for()
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 

@@ -18,7 +18,7 @@ from edge_service.config import Settings
 from edge_service.control.decision import Decision
 from edge_service.control.events import AdaptationEvent, EventLog
 from edge_service.control.factory import (
-    engine_memory_mb,
+    EngineMemory,
     policy_from,
     shadow_runs_are_safe,
     strategy_for,
@@ -66,7 +66,7 @@ class Service:
     _ops_lock: threading.Lock = field(default_factory=threading.Lock)
     background: BackgroundBuild | None = None  # EDGE_BACKGROUND_BUILD: the rest of the family
     watcher: CatalogWatcher | None = None
-    on_reload: list[Callable[[Catalog], None]] = field(default_factory=list)
+    engine_memory: EngineMemory  # the preloader's costs, by the catalog served now
     learner: LatencyLearner = field(default_factory=LatencyLearner)  # outlives strategies
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
@@ -148,8 +148,7 @@ class Service:
             before = {v.id: v.artifact.sha256 for v in self.catalog.variants}
             self.catalog = catalog
             self._preprocess = {}
-            for listener in self.on_reload:
-                listener(catalog)
+            self.engine_memory.catalog = catalog
             self.pool.set_loader(
                 engine_loader(catalog, self.settings.family_dir, self.power.threads)
             )
@@ -293,7 +292,7 @@ def start_service(
     )
     policy = policy_from(settings)
     learner = LatencyLearner()
-    served = [catalog]  # the catalog served now (reload_catalog replaces it)
+    engine_memory = EngineMemory(catalog, pool.measured_mb)
     loop = AdaptationLoop(
         source=src,
         pool=pool,
@@ -301,9 +300,7 @@ def start_service(
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
-        engine_memory_mb=lambda vid: engine_memory_mb(
-            served[0].variant(vid), pool.measured_mb(vid)
-        ),
+        engine_memory_mb=engine_memory,
     )
     telemetry = Telemetry(settings.streams_kept)
     hub = broadcaster or Broadcaster()
@@ -333,8 +330,8 @@ def start_service(
         broadcaster=hub,
         policy=policy,
         learner=learner,
+        engine_memory=engine_memory,
     )
-    service.on_reload.append(lambda new: served.__setitem__(0, new))
     telemetry.registry.register(StateCollector(service.live_state))
     _warn_if_foreign(service)
     if pool.ready:

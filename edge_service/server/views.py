@@ -40,10 +40,6 @@ class StatusView:
     def __init__(self, service: Service) -> None:
         self._s = service
 
-    @property
-    def ready(self) -> bool:
-        return self._s.ready_for()
-
     def status(self, events: int) -> StatusResponse:
         """The board's context, the active variant, the policy and recent events."""
         service = self._s

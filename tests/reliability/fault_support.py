@@ -154,8 +154,9 @@ class Served:
 def serve(engines_dir: Path, log: Path, **env: str) -> Iterator[Served]:
     """Like support.run_server, but hands the process over (to signal it and read its exit
     status); kills it at the end if the test did not stop it."""
-    proc, url = start_server(engines_dir, log, env={"EDGE_MONITOR_PERIOD_S": "0.2"} | env)
-    served = Served(url, proc, log)
+    server = start_server(engines_dir, log, env={"EDGE_MONITOR_PERIOD_S": "0.2"} | env)
+    proc = server.proc
+    served = Served(server.url, proc, log)
     try:
         yield served
     finally:
