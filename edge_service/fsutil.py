@@ -62,24 +62,38 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def remove_temp_files(folder: Path) -> list[Path]:
+def remove_temp_files(folder: Path, keep: Callable[[str], bool] = lambda _: False) -> list[Path]:
     """Delete the temp files killed writers left under ``folder``; returns them.
 
     Call it only while holding the lock of whatever writes there (see `exclusive_lock`).
-    The catalog's own temp files are left alone: ``edge-service profile`` writes the
-    catalog without that lock, and they are a few kB.
+    Names for which ``keep`` is true are left alone (files another lock guards).
     """
     if not folder.is_dir():
         return []
     stale = [
         p
         for p in folder.rglob(".*")
-        if p.is_file() and TEMP_NAME.match(p.name) and not p.name.startswith(".catalog.json.")
+        if p.is_file() and TEMP_NAME.match(p.name) and not keep(p.name)
     ]
     for path in stale:
         path.unlink(missing_ok=True)
         log.info("removed %s, left by a write that was cut short", path)
     return stale
+
+
+@contextmanager
+def waiting_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if missing), waiting for it.
+
+    For short critical sections (a catalog write): the kernel drops it when its holder dies.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 @contextmanager

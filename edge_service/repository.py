@@ -18,12 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edge_service.data.pipeline import Preprocess
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import CatalogError, NotFoundError, RejectedVariantError
-from edge_service.fsutil import atomic_write_text, sha256_file
+from edge_service.fsutil import (
+    TEMP_NAME,
+    atomic_write_text,
+    remove_temp_files,
+    sha256_file,
+    waiting_lock,
+)
 from edge_service.variants import VariantSpec
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 CATALOG_NAME = "catalog.json"
+CATALOG_LOCK = ".catalog.lock"  # held while the catalog is written or its temp files swept
 
 
 class _Model(BaseModel):
@@ -304,10 +311,28 @@ def load_catalog(family_dir: Path) -> Catalog:
 
 
 def save_catalog(family_dir: Path, catalog: Catalog) -> Path:
-    """Write the catalog atomically; returns its path."""
+    """Write the catalog atomically, under the family's catalog lock; returns its path."""
     path = catalog_path(family_dir)
-    atomic_write_text(path, catalog.model_dump_json(indent=2) + "\n")
+    with waiting_lock(family_dir / CATALOG_LOCK):
+        atomic_write_text(path, catalog.model_dump_json(indent=2) + "\n")
     return path
+
+
+def _catalog_temp(name: str) -> bool:
+    return name.startswith(f".{CATALOG_NAME}.")
+
+
+def remove_family_temp_files(family_dir: Path) -> list[Path]:
+    """Sweep what killed writers left in a family: the build's temp files (call this holding
+    the build lock), then the catalog's, under the catalog lock so that a catalog write in
+    progress (``edge-service profile`` runs without the build lock) keeps its temp file."""
+    stale = remove_temp_files(family_dir, keep=_catalog_temp)
+    with waiting_lock(family_dir / CATALOG_LOCK):
+        catalogs = [p for p in family_dir.glob(f".{CATALOG_NAME}.*") if TEMP_NAME.match(p.name)]
+        for path in catalogs:
+            path.unlink(missing_ok=True)
+            log.info("removed %s, left by a catalog write that was cut short", path)
+    return stale + catalogs
 
 
 def make_artifact(family_dir: Path, path: Path) -> Artifact:

@@ -26,7 +26,7 @@ from edge_service.cli._common import (
 )
 from edge_service.config import REPO_ROOT, Settings
 from edge_service.errors import BuildError, EdgeServiceError
-from edge_service.fsutil import exclusive_lock, remove_temp_files
+from edge_service.fsutil import exclusive_lock
 
 Backend = Literal["auto", "onnxruntime", "tensorrt"]
 BUILD_LOCK = ".build.lock"  # in the family folder
@@ -52,8 +52,10 @@ def resolve_backend(backend: str) -> str | None:
 def exclusive_build(family_dir: Path) -> Iterator[None]:
     """One build of a family at a time (a second one is refused with who holds it); the
     temp files of a build that was killed mid-write are swept first."""
+    from edge_service.repository import remove_family_temp_files
+
     with exclusive_lock(family_dir / BUILD_LOCK, f"a build of {family_dir}"):
-        remove_temp_files(family_dir)  # each one is logged
+        remove_family_temp_files(family_dir)  # each one is logged
         yield
 
 

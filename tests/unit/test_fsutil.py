@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from edge_service.errors import ConflictError
-from edge_service.fsutil import atomic_write_text, exclusive_lock, remove_temp_files
+from edge_service.fsutil import atomic_write_text, exclusive_lock, remove_temp_files, waiting_lock
 
 
 def test_second_holder_is_refused_with_the_first_ones_pid_when_the_lock_is_taken(
@@ -56,6 +58,26 @@ def test_sweep_removes_interrupted_writes_only_when_a_build_starts(tmp_path: Pat
     kept = [net / "fp32.onnx", tmp_path / ".catalog.json.abcdefgh.tmp", tmp_path / ".build.lock"]
     for path in leftovers + kept[1:]:
         path.write_text("partial")
-    assert sorted(remove_temp_files(tmp_path)) == sorted(leftovers)
+    catalog_temp = lambda name: name.startswith(".catalog.json.")  # noqa: E731
+    assert sorted(remove_temp_files(tmp_path, keep=catalog_temp)) == sorted(leftovers)
     assert all(p.exists() for p in kept) and not any(p.exists() for p in leftovers)
     assert remove_temp_files(tmp_path / "missing") == []
+
+
+def test_waiting_lock_waits_for_its_holder_then_is_taken(tmp_path: Path) -> None:
+    lock, order = tmp_path / ".catalog.lock", []
+    held = threading.Event()
+
+    def holder() -> None:
+        with waiting_lock(lock):
+            held.set()
+            time.sleep(0.3)
+            order.append("holder done")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    with waiting_lock(lock):
+        order.append("waiter in")
+    thread.join(10)
+    assert order == ["holder done", "waiter in"]

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_service.errors import CatalogError, NotFoundError, RejectedVariantError
+from edge_service.fsutil import waiting_lock
 from edge_service.repository import (
     load_catalog,
     make_artifact,
     parse_catalog,
+    remove_family_temp_files,
     save_catalog,
     verified_artifact_path,
 )
@@ -144,3 +148,27 @@ def test_pinnable_refuses_a_rejected_variant_naming_the_reason(tmp_path: Path) -
         catalog.pinnable("nope@fp32")
     d["variants"][0]["status"] = "dominated"
     assert parse_catalog(d).pinnable("base@fp32").id == "base@fp32"
+
+
+def test_family_sweep_takes_catalog_temps_too_but_waits_for_a_catalog_write(
+    tmp_path: Path,
+) -> None:
+    family = tmp_path / "fam"
+    left = [family / ".catalog.json.abcdefgh.tmp", family / "base" / ".fp32.onnx.12345678.tmp"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("cut short")
+    writing, swept = threading.Event(), []
+
+    def writer() -> None:  # a catalog write in progress holds the catalog lock
+        with waiting_lock(family / ".catalog.lock"):
+            writing.set()
+            time.sleep(0.3)
+            swept.append(left[0].exists())
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert writing.wait(10)
+    assert sorted(remove_family_temp_files(family)) == sorted(left)
+    thread.join(10)
+    assert swept == [True] and not any(p.exists() for p in left)
