@@ -44,7 +44,7 @@ def main() -> None:
         seconds = time.perf_counter() - started
         fam = engines / "fashion"
         catalog = load_catalog(fam)
-        acc = {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
+        acc = {v.id: v.accuracy.value for v in catalog.variants if v.accuracy}
         rows = [
             "| variant | FP32 top-1 | INT8 top-1 | drop (pts) | calibration | drops tried |",
             "|---|---|---|---|---|---|",

@@ -104,7 +104,7 @@ def build(engines: Path, *args: str) -> tuple[Catalog, float]:
 def front_report(name: str, family: Path, catalog: Catalog) -> tuple[str, dict[str, float]]:
     device = current().id
     servable = [v for v in catalog.variants if v.status == "servable"]
-    acc = {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
+    acc = {v.id: v.accuracy.value for v in catalog.variants if v.accuracy}
 
     def p50(v):  # type: ignore[no-untyped-def]
         return v.profiles[device]["default"].latency_ms(1)
@@ -140,7 +140,7 @@ def int8_here(family: Path, catalog: Catalog) -> str:
     pair = [v for v in catalog.variants if v.variant_spec.family_key == "base"]
     items = [(v.id, verified_artifact_path(family, v.artifact), v.precision) for v in pair]
     cmp = compare_engines(items, batch=1, threads=1, rounds=5, runs=300)
-    acc = {v.id: v.accuracy.top1 for v in pair if v.accuracy}
+    acc = {v.id: v.accuracy.value for v in pair if v.accuracy}
     return (
         f"base INT8 vs FP32 on this CPU: {cmp.p50_ms['base@int8']:.4f} vs "
         f"{cmp.p50_ms['base@fp32']:.4f} ms p50 "

@@ -65,8 +65,8 @@ def main() -> None:
         (v.id, verified_artifact_path(fam, v.artifact), v.precision) for v in catalog.variants
     ]
     cmp = compare_engines(items, batch=1, threads=1, rounds=args.rounds, runs=args.runs)
-    acc = {f"original {v.id}": v.accuracy.top1 for v in base_cat.variants if v.accuracy}
-    acc |= {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
+    acc = {f"original {v.id}": v.accuracy.value for v in base_cat.variants if v.accuracy}
+    acc |= {v.id: v.accuracy.value for v in catalog.variants if v.accuracy}
     ref = "original base@fp32"
     lines = [
         "| variant | kept by the search | test top-1 | vs base (pts) | p50 ms | p99 ms "

@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     fam = args.engines_dir / args.family
     catalog = load_catalog(fam)
-    acc = {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
+    acc = {v.id: v.accuracy.value for v in catalog.variants if v.accuracy}
     rows = [
         "| batch | threads | fp32 p50 ms | fp32 p99 ms | int8 p50 ms | int8 p99 ms | "
         "int8/fp32 (p50) |",

@@ -179,9 +179,9 @@ def _header(runs: Sequence[Any], scenarios: Sequence[Any], base_ms: float, small
             acc: dict[str, float], servable: list[str]) -> str:  # fmt: skip
     reps = max(r.rep for r in runs)
     lines = [
-        f"base@fp32 here: p50 **{base_ms:.4f} ms** (batch 1, one thread); every budget is a "
+        f"The reference here: p50 **{base_ms:.4f} ms** (batch 1, one thread); every budget is a "
         f"multiple of it. {len(servable)} servable variants; static-smallest is `{smallest}` "
-        f"(top-1 {acc[smallest]:.4f}). {reps} repetitions of {len(scenarios)} scenarios, each "
+        f"(score {acc[smallest]:.4f}). {reps} repetitions of {len(scenarios)} scenarios, each "
         "on a fresh server (nothing learned). Engine time per request against the budget; "
         "a phase's first second is not scored; one request per engine call "
         "(EDGE_BATCH_MAX_SIZE=1). Oracle: every servable variant pinned in each "

@@ -233,7 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     catalog = json.loads((args.engines_dir / args.family / "catalog.json").read_text())
-    acc = {v["id"]: v["accuracy"]["top1"] for v in catalog["variants"]}
+    acc = {v["id"]: v["accuracy"]["value"] for v in catalog["variants"]}
     largest = max(acc, key=lambda v: (acc[v], v.endswith("fp32")))
     smallest = min(acc, key=lambda v: catalog_p50(catalog, v))
     data = frames()

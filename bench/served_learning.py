@@ -3,6 +3,8 @@ by pinning, side by side with the simulator.
 
     edge-service build && edge-service profile      # engines with per-mode profiles
     python bench/served_learning.py [--reps 3] [--seed 7] [--scale 1.0]
+    # any family, e.g. the roadside detector on street frames (docs/detection.md):
+    python bench/served_learning.py --family roadside --frames frames/ --rate-scale 0.1
 
 Each scenario is a script of phases (emulated power mode, a CPU-heavy competitor or not,
 duration) run against a real server (``edge-service serve``, the budget policy with
@@ -123,14 +125,25 @@ class Run:
     end_t: float = 0.0
 
 
+def reference_id(catalog: dict) -> str:
+    """base@fp32 where there is one, else the largest-input FP32 variant (a detector
+    family's reference)."""
+    ids = [v["id"] for v in catalog["variants"]]
+    if "base@fp32" in ids:
+        return "base@fp32"
+    fp32 = [v for v in catalog["variants"] if v["spec"]["precision"] == "fp32"]
+    return str(max(fp32, key=lambda v: v["spec"]["input_size"])["id"])
+
+
 def base_latency_ms(family_dir: Path, catalog: dict) -> float:
-    """base@fp32's p50 at batch 1 on one thread, calls spaced like a served stream."""
+    """The reference's p50 at batch 1 on one thread, calls spaced like a served stream."""
     from edge_service.repository import load_catalog
 
-    variant = load_catalog(family_dir).variant("base@fp32")
+    variant = load_catalog(family_dir).variant(reference_id(catalog))
     engine = open_engine(variant, family_dir, 1)
     size = variant.variant_spec.input_size
-    x = np.random.default_rng(0).standard_normal((1, 1, size, size)).astype(np.float32)
+    channels = int(catalog["input"]["shape"][1])
+    x = np.random.default_rng(0).standard_normal((1, channels, size, size)).astype(np.float32)
     try:
         for _ in range(50):
             engine.infer(x)
@@ -200,9 +213,11 @@ def adaptive(args: argparse.Namespace, sc: Scenario, rep: int, budget: float, da
     """One scripted run of ``sc`` against a fresh server (nothing learned yet)."""
     run = Run(sc.name, rep, budget)
     log = args.out / f"learning-{len(sc.phases)}-{rep}.log"
-    server = Server(log, args.engines_dir, EDGE_LATENCY_BUDGET_MS=f"{budget:.4f}")
+    server = Server(
+        log, args.engines_dir, EDGE_LATENCY_BUDGET_MS=f"{budget:.4f}", EDGE_FAMILY=args.family
+    )
     hog = Hog()
-    traffic = Load(server.url, run, data, sc.rate, sse=True)
+    traffic = Load(server.url, run, data, sc.rate * args.rate_scale, sse=True)
     try:
         time.sleep(3.0)  # warm, in MAXN: the first phase starts with the load running
         for phase in sc.phases:
@@ -235,7 +250,7 @@ def oracle_sweep(
 ) -> dict[tuple[str, bool], Sweep]:  # fmt: skip
     """Pin every variant in every condition under load; keep its engine times."""
     out: dict[tuple[str, bool], Sweep] = {}
-    server = Server(args.out / "learning-oracle.log", args.engines_dir)
+    server = Server(args.out / "learning-oracle.log", args.engines_dir, EDGE_FAMILY=args.family)
     try:
         for mode, hogged in conditions:
             server.mode(mode)
@@ -243,7 +258,7 @@ def oracle_sweep(
             if hogged:
                 hog.start()
             sweep = out[(mode, hogged)] = Sweep()
-            traffic = Load(server.url, sweep, data, SWEEP_RATE)
+            traffic = Load(server.url, sweep, data, SWEEP_RATE * args.rate_scale)
             try:
                 for vid in variants:
                     server.ctl.post("/v1/pin", json={"variant": vid}).raise_for_status()
@@ -291,6 +306,12 @@ def load_raw(path: Path) -> tuple[float, list[Run], dict[tuple[str, bool], Sweep
     return doc["base_ms"], runs, sweeps
 
 
+def folder_frames(folder: Path, n: int = 200) -> list[tuple[bytes, int]]:
+    """The first ``n`` JPEG/PNG files of ``folder`` as posted bodies (no labels)."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    return [(p.read_bytes(), -1) for p in files[:n]]
+
+
 def fastest_by_profile(catalog: dict, servable: list[str]) -> str:
     """Static-smallest: the servable variant with the lowest profiled batch-1 p50."""
 
@@ -311,6 +332,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scale", type=float, default=1.0, help="phase length factor")
     parser.add_argument("--out", type=Path, default=HERE / "out")
+    parser.add_argument("--frames", type=Path, help="JPEG/PNG frames to post (default Fashion)")
+    parser.add_argument(
+        "--rate-scale", type=float, default=1.0, help="load factor (a detector: e.g. 0.1)"
+    )
     parser.add_argument(
         "--from-json", action="store_true", help="report again from OUT/served_learning.json"
     )
@@ -318,14 +343,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     family_dir = args.engines_dir / args.family
     catalog = json.loads((family_dir / "catalog.json").read_text())
-    acc = {v["id"]: v["accuracy"]["top1"] for v in catalog["variants"]}
+    acc = {v["id"]: v["accuracy"]["value"] for v in catalog["variants"]}
     servable = [v["id"] for v in catalog["variants"] if v.get("status", "servable") == "servable"]
-    raw = args.out / "served_learning.json"
+    tag = "served_learning" + ("" if args.family == "fashion" else f"_{args.family}")
+    raw = args.out / f"{tag}.json"
     base = load_raw(raw)[0] if args.from_json else base_latency_ms(family_dir, catalog)
     smallest = fastest_by_profile(catalog, servable)
-    print(f"base@fp32 p50 here: {base:.4f} ms", flush=True)
+    print(f"{reference_id(catalog)} p50 here: {base:.4f} ms", flush=True)
     scenarios = [*SCENARIOS, random_scenario(args.seed)]
-    data = frames()
+    data = folder_frames(args.frames) if args.frames else frames()
     conditions = sorted({p.condition for sc in scenarios for p in sc.phases})
     if not args.from_json:
         print(f"oracle: {len(servable)} variants x {len(conditions)} conditions", flush=True)
@@ -342,9 +368,10 @@ def main() -> None:
         save_raw(raw, base, runs, sweeps)  # before the report: a report bug loses nothing
     body = report(
         runs, scenarios, sweeps, acc, servable, smallest, base, family_dir,
-        HERE / "served_learning.png", oracle_pick, SETTLE_S,
+        HERE / f"{tag}.png", oracle_pick, SETTLE_S,
     )  # fmt: skip
-    write_section("served_learning", "Learning adaptation: served scenarios vs oracle", body)
+    title = "Learning adaptation: served scenarios vs oracle"
+    write_section(tag, title if tag == "served_learning" else f"{title} ({args.family})", body)
     print(body)
 
 

@@ -46,7 +46,7 @@ def measure_oracle(
     catalog = load_catalog(family_dir)
     modes = {m.name: m for m in default_modes()}
     every = tuple(sorted(os.sched_getaffinity(0)))
-    acc = {v.id: v.accuracy.top1 if v.accuracy else 0.0 for v in catalog.variants}
+    acc = {v.id: v.accuracy.value if v.accuracy else 0.0 for v in catalog.variants}
     out = []
     try:
         for phase in phases:

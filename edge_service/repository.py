@@ -93,12 +93,39 @@ class Artifact(_Model):
         return value
 
 
-class Accuracy(_Model):
-    """Top-1 accuracy on a named split."""
+AccuracyMetric = Literal["top1", "map50", "agreement_map50"]
 
-    top1: float = Field(ge=0.0, le=1.0)
+
+class Accuracy(_Model):
+    """How good a variant is, on a named split, by one metric (the one the controller ranks):
+
+    * ``top1``: a classifier's top-1 on labelled images;
+    * ``map50``: a detector's mAP@0.5 against labels (``map50_95`` beside it);
+    * ``agreement_map50``: a detector's mAP@0.5 against the family's reference (its
+      largest input at FP32) on unlabelled frames: agreement, not accuracy.
+
+    Catalogs written before the metric was named (``{"top1": x}``) load as ``top1``.
+    """
+
+    metric: AccuracyMetric = "top1"
+    value: float = Field(ge=0.0, le=1.0)
     examples: int = Field(ge=1)
     split: str = "test"
+    map50_95: float | None = Field(None, ge=0.0, le=1.0)  # with labels (detection)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_top1(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "top1" in data and "value" not in data:
+            data = dict(data)
+            data["value"] = data.pop("top1")
+            data.setdefault("metric", "top1")
+        return data
+
+    @property
+    def is_agreement(self) -> bool:
+        """True when the figure is agreement with the reference, not accuracy on labels."""
+        return self.metric == "agreement_map50"
 
 
 class LatencyStats(_Model):
@@ -198,11 +225,12 @@ class Variant(_Model):
         return self.status == "servable"
 
     def top1_on(self, device: str) -> float | None:
-        """Top-1 on ``device``: measured there (a TensorRT profile's), else the catalog's."""
+        """The ranking figure on ``device`` (top-1, or a detector's mAP or agreement):
+        measured there (a TensorRT profile's), else the catalog's."""
         for profile in self.profiles.get(device, {}).values():
             if profile.accuracy is not None:
                 return profile.accuracy
-        return self.accuracy.top1 if self.accuracy is not None else None
+        return self.accuracy.value if self.accuracy is not None else None
 
     def profile_for(self, device: str, power_mode: str) -> Profile | None:
         """The profile on ``device`` in ``power_mode``, else on ``device``, else any."""

@@ -10,6 +10,8 @@ variant) or `hold_still` (an operator pin on a live board).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -141,7 +143,6 @@ def run_server(
 def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int = 0) -> Path:
     """images (batch, 3, size, size) -> [conv 3x3 to ``hidden``] -> conv 3x3 -> global pool
     -> logits (batch, classes); ``hidden`` makes a bigger network."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -166,12 +167,80 @@ def onnx_classifier(path: Path, size: int, classes: int, seed: int, hidden: int 
     ]
     inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])
     out = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
-    graph = helper.make_graph(nodes, "g", [inp], [out], inits)
+    return save_onnx_graph(path, helper.make_graph(nodes, "g", [inp], [out], inits))
+
+
+def save_onnx_graph(path: Path, graph: object) -> Path:
+    """Save ``graph`` as a checked opset-17 model at ``path``."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def onnx_detector(
+    path: Path,
+    box: tuple[float, float, float, float],
+    scores: tuple[float, ...],
+    *,
+    color_classes: bool = False,
+) -> Path:
+    """images (1, 3, 64, 64) -> every anchor (one per input pixel) predicts the same box
+    (cx, cy, w, h) and class ``scores``: a YOLOv8-layout output (1, 4 + nc, 4096) whose
+    decoding is known in advance. With ``color_classes``, class i's score at each anchor
+    (i < 3) also adds the pixel's channel i (R, G, B as 0-1): a red part of a frame is
+    class 0, a green part class 1, and a black frame has nothing (with zero ``scores``)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    bias = np.array([*box, *scores], dtype=np.float32)
+    ch = len(bias)
+    weights = np.zeros((ch, 3, 1, 1), np.float32)
+    if color_classes:
+        for i in range(min(3, len(scores))):
+            weights[4 + i, i] = 1.0
+    nodes = [
+        helper.make_node("Conv", ["images", "w", "b"], ["c"]),
+        helper.make_node("Reshape", ["c", "shape"], ["output0"]),
+    ]
+    inits = [
+        numpy_helper.from_array(weights, "w"),
+        numpy_helper.from_array(bias, "b"),
+        numpy_helper.from_array(np.array([1, ch, 64 * 64], np.int64), "shape"),
+    ]
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, ch, 64 * 64])
+    return save_onnx_graph(path, helper.make_graph(nodes, "g", [inp], [out], inits))
+
+
+DETECTOR_LABELS = ("person", "car")
+
+
+def detector_family(folder: Path) -> Path:
+    """The engines dir of a detection family ``street`` built with the CLI (``build
+    --from-onnx --task detection``, FP32): an `onnx_detector` with ``color_classes``, labels
+    `DETECTOR_LABELS`, so a frame's red is a person and its green a car, every one the box
+    (32, 32, 20, 10) in the 64x64 input. Its input has a fixed batch of one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx_detector(
+        folder / "yolo-toy.onnx", (32.0, 32.0, 20.0, 10.0), (0.0, 0.0), color_classes=True
+    )
+    labels = folder / "labels.txt"
+    labels.write_text("\n".join(DETECTOR_LABELS) + "\n")
+    engines = folder / "engines"
+    args = ["--from-onnx", str(model), "--family", "street", "--task", "detection"]
+    args += ["--labels", str(labels), "--engines-dir", str(engines), "--precision", "fp32"]
+    build = subprocess.run(
+        [sys.executable, "-m", "edge_service", "build", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr
+    return engines
 
 
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()

@@ -24,6 +24,7 @@ from edge_service.cli._common import (
     settings_from,
     setup_logging,
 )
+from edge_service.cli.byo_cmd import OnnxOptions, onnx_request
 from edge_service.config import REPO_ROOT, Settings
 from edge_service.errors import BuildError, EdgeServiceError
 from edge_service.fsutil import exclusive_lock
@@ -59,13 +60,6 @@ def exclusive_build(family_dir: Path) -> Iterator[None]:
         yield
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise BuildError(f"expected comma-separated numbers, got {text!r}") from exc
-
-
 @app.command()
 def build(
     models: Annotated[
@@ -79,6 +73,23 @@ def build(
         "classification"
     ),
     labels: Annotated[Path | None, typer.Option(help="class names, one per line")] = None,
+    input_size: Annotated[
+        str,
+        typer.Option(
+            help="--from-onnx: one network per input size, e.g. 640,512,416,320 (files with "
+            "dynamic height and width)"
+        ),
+    ] = "",
+    eval_images: Annotated[
+        Path | None,
+        typer.Option(
+            help="--from-onnx detection: frames that score each variant (mAP with YOLO txt "
+            "labels beside them or --coco-labels, else agreement with the reference)"
+        ),
+    ] = None,
+    coco_labels: Annotated[
+        Path | None, typer.Option(help="COCO JSON labels of the --eval-images frames")
+    ] = None,
     mean: Annotated[str, typer.Option(help="per-channel mean after /255 (--from-onnx)")] = "0",
     std: Annotated[str, typer.Option(help="per-channel std after /255 (--from-onnx)")] = "1",
     family: FamilyOpt = None,
@@ -112,7 +123,10 @@ def build(
         ),
     ] = None,
     eval_limit: Annotated[
-        int, typer.Option(min=0, help="measure accuracy on N test images (0 = all 10k)")
+        int,
+        typer.Option(
+            min=0, help="measure accuracy on N test images (0 = all 10k; --from-onnx: N frames)"
+        ),
     ] = 0,
     int8_activations: Annotated[
         str,
@@ -192,19 +206,26 @@ def build(
         if from_onnx:
             path = _build_onnx_family(
                 settings,
-                models or [],
-                task,
-                labels,
-                mean,
-                std,
-                calibration_images,
-                precisions,
-                methods[0],
-                trt,
-                force,
-                acts,
+                OnnxOptions(
+                    models=tuple(models or ()),
+                    task=task,
+                    labels=labels,
+                    mean=mean,
+                    std=std,
+                    calibration=calibration_images,
+                    precisions=precisions,
+                    method=methods[0],
+                    trt=trt,
+                    force=force,
+                    int8_activations=acts,
+                    input_sizes=input_size,
+                    eval_images=eval_images,
+                    coco_labels=coco_labels,
+                    eval_limit=eval_limit,
+                    max_precision_drop=max_precision_drop / 100,
+                ),
             )
-            payload: dict[str, object] = {"catalog": str(path)}
+            payload: dict[str, object] = {"catalog": str(path), **_gate_report(path)}
         else:
             if models:
                 raise BuildError("ONNX files are built with --from-onnx FILE...")
@@ -330,55 +351,9 @@ def _gate_report(catalog: Path) -> dict[str, object]:
     }
 
 
-def _build_onnx_family(
-    settings: Settings,
-    models: list[Path],
-    task: str,
-    labels: Path | None,
-    mean: str,
-    std: str,
-    calibration: Path | None,
-    precisions: tuple[str, ...],
-    method: str,
-    trt: str | None,
-    force: bool,
-    int8_activations: str | None = None,
-) -> Path:
-    from edge_service.compile.byo import OnnxFamilyRequest, build_from_onnx
+def _build_onnx_family(settings: Settings, opts: OnnxOptions) -> Path:
+    from edge_service.compile.byo import build_from_onnx
 
-    if not models:
-        raise BuildError(
-            "--from-onnx needs ONNX files: edge-service build --from-onnx a.onnx "
-            "b.onnx --family NAME --calibration-images DIR"
-        )
-    if task not in ("classification", "detection"):
-        raise BuildError(f"--task {task!r}: use classification or detection")
-    if calibration is None and "int8" in precisions:
-        raise BuildError(
-            "--from-onnx needs --calibration-images DIR (JPEG/PNG frames like "
-            "the ones you will serve) for INT8"
-        )
-    names: tuple[str, ...] = ()
-    if labels is not None:
-        try:
-            names = tuple(n.strip() for n in labels.read_text().splitlines() if n.strip())
-        except OSError as exc:
-            raise BuildError(f"cannot read --labels {labels}: {exc.strerror}") from exc
-    req = OnnxFamilyRequest(
-        family_dir=settings.family_dir,
-        models=tuple(models),
-        task=task,  # type: ignore[arg-type]
-        calibration_dir=calibration or Path(),
-        labels=names,
-        mean=_floats(mean),
-        std=_floats(std),
-        precisions=precisions,
-        method=method,
-        threads=settings.intra_op_threads,
-        force=force,
-        calibration_cache=settings.calibration_cache,
-        tensorrt=trt,
-        int8_activations=int8_activations,
-    )
+    req = onnx_request(settings, opts)
     with exclusive_build(settings.family_dir):
         return build_from_onnx(req, progress=lambda msg: log.info(msg))

@@ -135,7 +135,7 @@ def bench(
     rows = [
         {
             "variant": v.id,
-            "accuracy": v.accuracy.top1 if v.accuracy else None,
+            "accuracy": v.accuracy.value if v.accuracy else None,
             "p50_ms": result.p50_ms[v.id],
             "p99_ms": result.p99_ms[v.id],
             f"p50_vs_{ref}": result.ratio(v.id, ref),

@@ -1,13 +1,18 @@
 """Bring your own model family: ONNX files in, the same engine repository out.
 
-    edge-service build --from-onnx yolov8n.onnx yolov8s.onnx --family street \\
-        --task detection --labels coco.txt --calibration-images frames/
+    edge-service build --from-onnx yolov8n.onnx --family street --task detection \\
+        --labels coco.txt --input-size 640,512,416,320 --calibration-images frames/
 
-Each file becomes one network of the family (its id is the file's stem, e.g. ``yolov8n``),
-copied as the FP32 engine and quantized to INT8 Q/DQ on the user's JPEG/PNG images through
-the same preprocessing the server applies (RGB letterbox for detection, RGB or gray
-stretch for classification). No labelled data comes with such a family, so the catalog
-has no accuracy; the policy then ranks networks by size (see server/service.py).
+Each file becomes one network of the family per input size (its id is the file's stem,
+e.g. ``yolov8n``, plus ``-r416`` below the largest size). A file with a fixed input is
+copied; one with dynamic height and width (an Ultralytics ``dynamic=True`` export) is
+fixed to each ``--input-size`` (`onnx_tools.shapes`). Each network is quantized to INT8
+Q/DQ on the user's JPEG/PNG images through the same preprocessing the server applies (RGB
+letterbox for detection, RGB or gray stretch for classification), profiled, and scored
+(`compile.byo_eval`: detection mAP against labels, or agreement with the reference
+without them). The accuracy gate then rejects INT8 engines that lost too much against
+their FP32 sibling and marks the ones another variant beats on this device, as for the
+default family. A family without scores is ranked by network size (`control.factory`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Literal
 import onnxruntime as ort
 
 import edge_service
+from edge_service.compile.byo_eval import EvalSet
 from edge_service.compile.calibration import (
     CACHE_TAG,
     calibration_hash,
@@ -38,6 +44,7 @@ from edge_service.device import current as current_device
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
 from edge_service.hostinfo import DEFAULT_POWER_MODE
+from edge_service.onnx_tools.shapes import fix_input_size
 from edge_service.profile.latency import latency_profile
 from edge_service.repository import (
     Calibration,
@@ -73,19 +80,34 @@ class OnnxFamilyRequest(OnDevice):
     tensorrt: str | None = None  # the TensorRT target to add engines for (None: ORT only)
     int8_activations: str | None = None  # "s8" | "u8" override; None: chosen for the device
     fingerprint: Fingerprint = field(default_factory=current_device)
+    input_sizes: tuple[int, ...] = ()  # one network per size (dynamic-size files)
+    eval: EvalSet | None = None  # frames (and labels) that score detection variants
+    max_precision_drop: float = 0.01  # INT8 further below its FP32 sibling is rejected
 
 
 @dataclass(frozen=True)
 class OnnxModel:
-    """What the server needs to know of one ONNX file."""
+    """What the server needs to know of one ONNX file (``size`` None: dynamic)."""
 
     path: Path
     name: str
     input_name: str
     batch: int | str
     channels: int
-    size: int
+    size: int | None
     output_shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class Network:
+    """One network of the family: a file at one input size."""
+
+    model: OnnxModel
+    spec: VariantSpec  # at FP32
+
+    @property
+    def size(self) -> int:
+        return self.spec.input_size
 
 
 def network_name(path: Path) -> str:
@@ -100,7 +122,7 @@ def network_name(path: Path) -> str:
 
 
 def inspect_onnx(path: Path) -> OnnxModel:
-    """Input name, batch, channels and (square) size, and the first output's shape."""
+    """Input name, batch, channels and (square, or dynamic) size, and the first output."""
     if not path.is_file():
         raise BuildError(f"no ONNX file at {path}")
     try:
@@ -108,21 +130,53 @@ def inspect_onnx(path: Path) -> OnnxModel:
     except Exception as exc:
         raise BuildError(f"{path} is not a model ONNX Runtime can load: {exc}") from exc
     inp = session.get_inputs()[0]
-    shape = list(inp.shape)
-    if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
+    shape = [d if isinstance(d, int) else str(d) for d in inp.shape]
+    if len(shape) != 4 or shape[1] not in (1, 3):
         raise BuildError(
-            f"{path.name}: input {inp.name} has shape {shape}; expected NCHW with "
-            "fixed channels, height and width"
+            f"{path.name}: input {inp.name} has shape {shape}; expected images NCHW with 1 "
+            "or 3 channels: re-export it with a fixed channel count"
         )
     _, c, h, w = shape
-    if c not in (1, 3) or h != w:
+    size: int | None = None
+    if isinstance(h, int) and isinstance(w, int):
+        if h != w:
+            raise BuildError(
+                f"{path.name}: input {shape} is not square: export it at e.g. 640x640, or "
+                "with dynamic height and width and pass --input-size"
+            )
+        size = h
+    elif isinstance(h, int) or isinstance(w, int):
         raise BuildError(
-            f"{path.name}: input {shape} must have 1 or 3 channels and a square "
-            "size (export it at e.g. 640x640)"
+            f"{path.name}: input {shape} fixes one of height and width only: export both "
+            "fixed, or both dynamic and pass --input-size"
         )
     out = tuple(d if isinstance(d, int) else str(d) for d in session.get_outputs()[0].shape)
     batch = shape[0] if isinstance(shape[0], int) else "batch"
-    return OnnxModel(path, network_name(path), inp.name, batch, c, h, out)
+    return OnnxModel(path, network_name(path), inp.name, batch, int(c), size, out)
+
+
+def plan_networks(models: list[OnnxModel], sizes: tuple[int, ...]) -> list[Network]:
+    """One network per model and input size, largest first; refusals say what to do."""
+    out = []
+    for model in models:
+        if model.size is None and not sizes:
+            raise BuildError(
+                f"{model.path.name}: input {model.input_name} has dynamic height and width; "
+                "pass --input-size 640 (or several, one network each: --input-size "
+                "640,512,416,320)"
+            )
+        if model.size is not None and sizes and set(sizes) != {model.size}:
+            raise BuildError(
+                f"{model.path.name}: input fixed at {model.size}x{model.size}, so "
+                f"--input-size {','.join(map(str, sizes))} cannot apply: re-export it with "
+                "dynamic height and width (Ultralytics: dynamic=True), or leave "
+                "--input-size out"
+            )
+        mine = sorted(set(sizes) if model.size is None else {model.size}, reverse=True)
+        out += [
+            Network(model, VariantSpec((model.name,), "fp32", s, mine[0], "onnx")) for s in mine
+        ]
+    return out
 
 
 def _labels(req: OnnxFamilyRequest, models: list[OnnxModel]) -> list[str]:
@@ -156,12 +210,18 @@ def family_key(req: OnnxFamilyRequest) -> str:
         "int8_activations": req.activations,
         "int8_reduce_range": req.int8_scheme.reduce_range,
         "device": req.device_id,
+        "input_sizes": sorted(req.input_sizes),
+        "eval": req.eval.key() if req.eval is not None else None,
+        "max_precision_drop": req.max_precision_drop,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
 def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = log.info) -> Path:
-    """Copy, quantize, profile and catalogue the user's ONNX models; returns the catalog."""
+    """Fix, copy, quantize, profile, score, gate and catalogue the user's ONNX models;
+    returns the catalog."""
+    from edge_service.compile.byo_eval import score_family
+    from edge_service.compile.gate import apply_gate, gate_summary
     from edge_service.compile.ort_builder import is_current
 
     key = family_key(req)
@@ -172,12 +232,12 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
     names = [m.name for m in models]
     if len(set(names)) != len(names) or len({m.channels for m in models}) != 1:
         raise BuildError(f"models need distinct names and the same channel count: {names}")
+    networks = plan_networks(models, req.input_sizes)
     files = calibration_images(req.calibration_dir) if "int8" in req.precisions else []
     variants: list[Variant] = []
-    for i, model in enumerate(models, 1):
-        progress(f"[{i}/{len(models)}] {model.name}: copy, calibrate, profile")
-        variants += _build_one(req, model, files)
-    native = max(m.size for m in models)
+    for i, net in enumerate(networks, 1):
+        progress(f"[{i}/{len(networks)}] {net.spec.family_key}: fix, calibrate, profile")
+        variants += _build_one(req, net, files)
     first = models[0]
     catalog = Catalog(
         schema_version=1,
@@ -186,7 +246,7 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
         labels=_labels(req, models),
         input=InputInfo(
             name=first.input_name,
-            shape=[first.batch, first.channels, native, native],
+            shape=[first.batch, first.channels, *[max(n.size for n in networks)] * 2],
             color="gray" if first.channels == 1 else "rgb",
             resize="letterbox" if req.task == "detection" else "stretch",
             mean=list(req.mean),
@@ -195,36 +255,50 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
         variants=variants,
         build={
             "key": key,
-            "networks": {"source": "onnx", "files": [p.name for p in req.models]},
+            "networks": {
+                "source": "onnx",
+                "files": [p.name for p in req.models],
+                "input_sizes": sorted({n.size for n in networks}, reverse=True),
+            },
             "device": req.device,
             "onnxruntime": ort.__version__,
             "edge_service": edge_service.__version__,
         },
     )
+    if req.eval is not None and req.task == "detection":
+        catalog = score_family(catalog, req.family_dir, req.eval, req.threads, progress)
     if req.tensorrt:
         from edge_service.compile.trt_family import build_tensorrt
 
         catalog = build_tensorrt(catalog, req.family_dir, progress)
+    gated = apply_gate(catalog.variants, req.device_id, req.max_precision_drop)
+    catalog = catalog.model_copy(update={"variants": gated})
+    for line in gate_summary(gated):
+        progress(line)
     path = save_catalog(req.family_dir, catalog)
     progress(f"wrote {path} with {len(catalog.variants)} variants")
     return path
 
 
-def _preprocess(req: OnnxFamilyRequest, model: OnnxModel) -> Preprocess:
+def _preprocess(req: OnnxFamilyRequest, model: OnnxModel, size: int) -> Preprocess:
     color: Color = "gray" if model.channels == 1 else "rgb"
     resize: Resize = "letterbox" if req.task == "detection" else "stretch"
-    return Preprocess(color, resize, model.size, req.mean, req.std, model.input_name)
+    return Preprocess(color, resize, size, req.mean, req.std, model.input_name)
 
 
-def _build_one(req: OnnxFamilyRequest, model: OnnxModel, files: list[Path]) -> list[Variant]:
-    out_dir = req.family_dir / model.name
+def _build_one(req: OnnxFamilyRequest, net: Network, files: list[Path]) -> list[Variant]:
+    model = net.model
+    out_dir = req.family_dir / net.spec.family_key
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = out_dir / "fp32.onnx"
-    atomic_write_with(fp32, lambda tmp: shutil.copyfile(model.path, tmp))
+    if model.size is None:
+        fix_input_size(model.path, fp32, net.size)
+    else:
+        atomic_write_with(fp32, lambda tmp: shutil.copyfile(model.path, tmp))
     paths = {"fp32": fp32}
     calib = None
     if "int8" in req.precisions:
-        prep = _preprocess(req, model)
+        prep = _preprocess(req, model, net.size)
         paths["int8"] = quantize_int8(
             fp32,
             out_dir / "int8.onnx",
@@ -244,9 +318,8 @@ def _build_one(req: OnnxFamilyRequest, model: OnnxModel, files: list[Path]) -> l
             reduce_range=req.int8_scheme.reduce_range,
             scheme_reason=req.int8_scheme.reason,
         )
-    spec = VariantSpec((model.name,), "fp32", model.size, model.size, "onnx")
     return [
-        _variant(req, model, spec.with_precision(p), paths[p], calib if p == "int8" else None)
+        _variant(req, model, net.spec.with_precision(p), paths[p], calib if p == "int8" else None)
         for p in req.precisions
     ]
 

@@ -34,6 +34,7 @@ from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.repository import Variant
 
 FP32 = "fp32"
+METRIC_NAMES = {"top1": "top-1", "map50": "mAP@0.5", "agreement_map50": "agreement mAP@0.5"}
 # A drop compares with the limit after rounding away float noise (0.9313 - 0.9213 is
 # 0.01000000000000001, which is exactly one point).
 _DROP_DIGITS = 9
@@ -89,8 +90,9 @@ def _precision_gate(
     drop = round(ref - mine, _DROP_DIGITS)
     if drop <= limit:
         return v.model_copy(update=reset | {"precision_drop": drop})
+    metric = METRIC_NAMES[v.accuracy.metric if v.accuracy else "top1"]
     reason = (
-        f"{v.precision} top-1 {mine:.4f} is {drop * 100:.2f} points below {FP32} "
+        f"{v.precision} {metric} {mine:.4f} is {drop * 100:.2f} points below {FP32} "
         f"{ref:.4f} (limit {limit * 100:.2f}): rejected on this device"
     )
     return v.model_copy(

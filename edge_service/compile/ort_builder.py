@@ -208,7 +208,7 @@ def _measure(
         spec=vspec.to_dict(),
         backend="onnxruntime",
         artifact=make_artifact(req.family_dir, path),
-        accuracy=Accuracy(top1=top1, examples=len(req.test_split), split="test"),
+        accuracy=Accuracy(value=top1, examples=len(req.test_split), split="test"),
         calibration=calibration,
         profiles={req.device_id: {DEFAULT_POWER_MODE: profile}},
     )

@@ -104,7 +104,7 @@ def repair_family(
     )
     path = save_catalog(req.family_dir, catalog.model_copy(update={"variants": variants}))
     progress(f"wrote {path}: rebuilt {len(stale)} artifact(s), kept the other variants")
-    accuracy = {v.id: v.accuracy.top1 for v in variants if v.accuracy}
+    accuracy = {v.id: v.accuracy.value for v in variants if v.accuracy}
     return BuildReport(path, tuple(v.id for v in stale), False, accuracy)
 
 

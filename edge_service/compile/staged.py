@@ -333,6 +333,6 @@ def _servable(catalog: Catalog) -> int:
 
 
 def _report(catalog: Catalog, req: BuildRequest, built: dict[str, Variant]) -> BuildReport:
-    accuracy = {v.id: v.accuracy.top1 for v in catalog.variants if v.accuracy}
+    accuracy = {v.id: v.accuracy.value for v in catalog.variants if v.accuracy}
     path = req.family_dir / "catalog.json"
     return BuildReport(path, tuple(built), False, accuracy)

@@ -131,7 +131,7 @@ def _variant(
         profile = latency_profile(trt, (1, 8), runs=runs)
         if test_split is not None:
             top1 = engine_accuracy(trt, test_split, catalog.input.spec(spec.input_size))
-            accuracy = Accuracy(top1=top1, examples=len(test_split), split="test")
+            accuracy = Accuracy(value=top1, examples=len(test_split), split="test")
     return Variant(
         id=spec.id,
         spec=spec.to_dict(),

@@ -64,24 +64,26 @@ def candidates(catalog: Catalog, device: str, power_mode: str) -> list[Candidate
     """The policy's view of the catalog on this device: its controller targets (the
     variants the build's gate left servable; `controller_targets`).
 
-    A family built from the user's ONNX files has no measured accuracy; its networks are
-    then ranked by the size of their FP32 artifact (bigger is taken as more accurate), a
-    proxy kept below any measured accuracy.
+    A family built from the user's ONNX files without evaluation frames has no measured
+    accuracy; its networks are then ranked by the size of their FP32 artifact times their
+    input area (a bigger network, or the same one at a larger input, is taken as more
+    accurate), a proxy kept below any measured accuracy.
     """
-    fp32_bytes = {
-        v.variant_spec.family_key: v.artifact.bytes
+    work = {
+        v.variant_spec.family_key: v.artifact.bytes * v.variant_spec.input_size**2
         for v in catalog.variants
         if v.precision == "fp32"
     }
-    largest = max(fp32_bytes.values(), default=1) or 1
+    largest = max(work.values(), default=1) or 1
     out = []
     for v in controller_targets(catalog, device):
         profile = v.profile_for(device, power_mode)
         if v.accuracy is not None:
-            accuracy = v.accuracy.top1
+            accuracy = v.accuracy.value
         else:
-            size = fp32_bytes.get(v.variant_spec.family_key, v.artifact.bytes)
-            accuracy = -1.0 + size / largest / 2  # in [-1, -0.5]: below any measured top-1
+            spec = v.variant_spec
+            size = work.get(spec.family_key, v.artifact.bytes * spec.input_size**2)
+            accuracy = -1.0 + size / largest / 2  # in [-1, -0.5]: below any measured score
         out.append(
             Candidate(
                 variant_id=v.id,

@@ -34,6 +34,7 @@ from edge_service.server.schemas import (
 from edge_service.server.service import Service
 
 router = APIRouter(tags=["inference"], dependencies=[InferenceDep])
+MAX_DETECTIONS = 100  # per frame, unless ?k= says fewer (top_k is a classification setting)
 FRAME_ERRORS = errors(400, 401, 404, 409, 413, 415, 503)
 _IMAGE = {"schema": {"type": "string", "format": "binary"}}
 _FORM = {
@@ -57,7 +58,15 @@ FRAMES = {"requestBody": {"required": True, "content": {"multipart/form-data": _
 
 Width = Annotated[int | None, Query(gt=0, description="raw frames: width")]
 Height = Annotated[int | None, Query(gt=0, description="raw frames: height")]
-TopK = Annotated[int | None, Query(ge=1, le=100, description="how many classes")]
+TopK = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=100,
+        description="how many classes (detection families: most detections per frame, "
+        f"default {MAX_DETECTIONS})",
+    ),
+]
 VariantQ = Annotated[
     str | None, Query(description="pin this request to one variant (e.g. base@int8)")
 ]
@@ -93,6 +102,11 @@ async def frame_bodies(request: Request, service: Service) -> list[tuple[str | N
     return [(None, body)]
 
 
+def default_k(service: Service) -> int:
+    """Classes per frame (the top_k setting), or detections per frame (MAX_DETECTIONS)."""
+    return MAX_DETECTIONS if service.catalog.task == "detection" else service.settings.top_k
+
+
 def frame_results(
     service: Service, results: list[BatchResult], job: FrameJob, k: int
 ) -> list[FrameResult]:
@@ -116,6 +130,14 @@ def frame_results(
             ]
             out.append(FrameResult(predictions=preds))
     return out
+
+
+def answered_labels(frames: list[FrameResult]) -> list[list[str]] | None:
+    """The labels answered per frame for a detection family (what the stream statistics
+    count), None for a classification family."""
+    if not frames or frames[0].detections is None:
+        return None
+    return [[d.label for d in f.detections or []] for f in frames]
 
 
 async def infer_frames(
@@ -147,8 +169,9 @@ async def infer(
     k: TopK = None,
     variant: VariantQ = None,
 ) -> InferResponse:
-    """Classify one frame: JPEG or PNG, raw 8-bit grayscale bytes (with width/height), or
-    a multipart form with the frame as its file part."""
+    """Classify one frame, or detect its objects (detection families): JPEG or PNG, raw
+    8-bit grayscale bytes (with width/height), or a multipart form with the frame as its
+    file part."""
     started = time.perf_counter()
     try:
         parts = await frame_bodies(request, service)
@@ -165,10 +188,16 @@ async def infer(
         service.telemetry.record("v1_infer", "-", exc.code, elapsed_ms(started), stream=stream)
         raise
     r = results[0]
-    frame = frame_results(service, results, job, k or service.settings.top_k)[0]
+    frame = frame_results(service, results, job, k or default_k(service))[0]
     total = elapsed_ms(started)
     service.telemetry.record(
-        "v1_infer", r.variant_id, "ok", total, stream=stream, engine_ms=r.engine_ms / r.batch_rows
+        "v1_infer",
+        r.variant_id,
+        "ok",
+        total,
+        stream=stream,
+        engine_ms=r.engine_ms / r.batch_rows,
+        detections=answered_labels([frame]),
     )
     return InferResponse(
         predictions=frame.predictions,
@@ -200,8 +229,9 @@ async def infer_batch(
     k: TopK = None,
     variant: VariantQ = None,
 ) -> BatchInferResponse:
-    """Classify several frames sent as the file parts of one multipart/form-data body
-    (``curl -F frame=@a.png -F frame=@b.jpg``); results come back in part order."""
+    """Classify (or detect objects in) several frames sent as the file parts of one
+    multipart/form-data body (``curl -F frame=@a.png -F frame=@b.jpg``); results come back
+    in part order."""
     started = time.perf_counter()
     try:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -224,13 +254,19 @@ async def infer_batch(
             "v1_infer_batch", "-", exc.code, elapsed_ms(started), stream=stream
         )
         raise
-    frames = frame_results(service, results, job, k or service.settings.top_k)
+    frames = frame_results(service, results, job, k or default_k(service))
     for frame, (name, _) in zip(frames, parts, strict=True):
         frame.filename = name
     first = results[0]
     total = elapsed_ms(started)
     service.telemetry.record(
-        "v1_infer_batch", first.variant_id, "ok", total, frames=len(frames), stream=stream
+        "v1_infer_batch",
+        first.variant_id,
+        "ok",
+        total,
+        frames=len(frames),
+        stream=stream,
+        detections=answered_labels(frames),
     )
     return BatchInferResponse(
         results=frames,

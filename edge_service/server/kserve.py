@@ -5,6 +5,8 @@ The family is the model; its variants are the model's versions. ``POST
 pins one. The input is the family's native tensor (``input``, FP32, normalised, N x C x S x
 S): smaller-resolution variants get it resized. UINT8 pixels (same shape) are normalised
 by the server, and a BYTES tensor of encoded images (PNG/JPEG) is decoded like /v1/infer.
+A detection family answers its raw head tensor per frame (YOLO layout, boxes in model-input
+pixels, no NMS): /v1/infer answers decoded boxes in the posted image's pixels.
 """
 
 from __future__ import annotations
@@ -359,9 +361,14 @@ def _respond(
         if unknown:
             raise NotFoundError(f"unknown output(s) {unknown}; the model's output is {out_name!r}")
         wanted_list = [(o.name, o.binary, o.classification) for o in wanted]
+    if service.catalog.task == "detection" and any(k for _, _, k in wanted_list):
+        raise BadInputError(
+            "the classification parameter is for classification families; this detector "
+            f"answers its raw output {out_name!r} (decode it, or use /v1/infer for boxes)"
+        )
     tensors = []
     for name, binary, k in wanted_list:
-        if k and service.catalog.task != "detection":
+        if k:
             rows = top_k(output, service.catalog.labels, k)
             items = [f"{p.score:f}:{p.index}:{p.label}".encode() for row in rows for p in row]
             shape = [output.shape[0], min(k, output.shape[1])]

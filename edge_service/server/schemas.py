@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from edge_service.repository import AccuracyMetric
+
 # JSON may escape half a surrogate pair ("\ud800"): Python keeps it, but it is no Unicode
 # text, and a response that echoes it cannot be encoded (a 500, on every later read).
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -78,6 +80,7 @@ STATUS_DOC = (
 )
 REASON_DOC = "why it is rejected or dominated (null when servable)"
 DROP_DOC = "FP32 sibling's top-1 minus this engine's (a fraction); null for FP32 or unknown"
+TASK_DOC = "classification or detection"
 
 
 class VariantOut(BaseModel):
@@ -85,6 +88,9 @@ class VariantOut(BaseModel):
     precision: str
     backend: str
     accuracy: float | None
+    accuracy_metric: AccuracyMetric | None = Field(
+        None, description="top1; map50 (labels); agreement_map50 (with the reference)"
+    )
     latency_p50_ms: float | None
     status: GateStatus = Field("servable", description=STATUS_DOC)
     status_reason: str | None = Field(None, description=REASON_DOC)
@@ -101,6 +107,7 @@ class VariantOut(BaseModel):
 
 class StatusResponse(BaseModel):
     family: str
+    task: str = Field("classification", description=TASK_DOC)
     version: str
     device: str
     ready: bool
@@ -141,6 +148,9 @@ class VariantDetail(BaseModel):
     backend: str
     resolution: int
     accuracy: float | None
+    accuracy_metric: AccuracyMetric | None = Field(
+        None, description="top1; map50 (labels); agreement_map50 (with the reference)"
+    )
     artifact_bytes: int
     loaded: str | None = Field(description="active, standby, pinned or null")
     healthy: bool
@@ -153,6 +163,7 @@ class VariantDetail(BaseModel):
 
 class VariantsResponse(BaseModel):
     family: str
+    task: str = Field("classification", description=TASK_DOC)
     active_variant: str | None
     variants: list[VariantDetail]
 
@@ -221,4 +232,10 @@ class PinBody(RequestBody):
 
 
 class StreamsResponse(BaseModel):
-    streams: dict[str, dict[str, Any]]
+    task: str = Field("classification", description=TASK_DOC)
+    streams: dict[str, dict[str, Any]] = Field(
+        description="stream id -> requests, errors, frames, first_seen, last_seen, "
+        "last_variant, latency_p50_ms, latency_p99_ms; detection families add detections "
+        "(class label -> detections answered, most frequent first) and "
+        "frames_with_detections (frames answered with at least one detection)"
+    )

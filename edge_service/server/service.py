@@ -307,7 +307,7 @@ def start_service(
     loop.start()
     batcher = MicroBatcher(
         pool,
-        max_batch=settings.batch_max_size,
+        max_batch=batch_limit(settings.batch_max_size, catalog.input.shape[0]),
         max_delay_ms=settings.batch_max_delay_ms,
         max_queue=settings.queue_max,
         on_batch=telemetry.on_batch,
@@ -366,3 +366,10 @@ def _warn_if_foreign(service: Service) -> None:
 def _current_mode_id(power: PowerControl) -> str | None:
     mode = power.current()
     return str(mode.id) if mode is not None else None
+
+
+def batch_limit(setting: int, batch_dim: int | str) -> int:
+    """Most rows per engine call: the setting, or the engines' fixed batch where their input
+    has one (a detector exported without dynamic axes takes one frame per call, and a
+    micro-batch of two would fail the engine)."""
+    return min(setting, batch_dim) if isinstance(batch_dim, int) and batch_dim >= 1 else setting

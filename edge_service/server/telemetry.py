@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -48,7 +48,8 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass
 class StreamStats:
-    """One camera stream's requests."""
+    """One camera stream's requests; a detection family's streams also count what was
+    answered: detections per class label, and frames with at least one detection."""
 
     requests: int = 0
     errors: int = 0
@@ -56,9 +57,20 @@ class StreamStats:
     first_seen: float = 0.0
     last_seen: float = 0.0
     last_variant: str | None = None
+    detections: dict[str, int] | None = None  # None until a detection answer is counted
+    frames_with_detections: int = 0
+
+    def count_detections(self, frames: Sequence[Sequence[str]]) -> None:
+        """Each frame's answered labels (after NMS and the score threshold)."""
+        counts = self.detections if self.detections is not None else {}
+        self.detections = counts
+        for labels in frames:
+            self.frames_with_detections += bool(labels)
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
 
     def to_dict(self, latencies: list[float]) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "requests": self.requests,
             "errors": self.errors,
             "frames": self.frames,
@@ -68,6 +80,11 @@ class StreamStats:
             "latency_p50_ms": percentile(latencies, 0.5),
             "latency_p99_ms": percentile(latencies, 0.99),
         }
+        if self.detections is not None:
+            ranked = sorted(self.detections.items(), key=lambda kv: (-kv[1], kv[0]))
+            out["detections"] = dict(ranked)  # most frequent first
+            out["frames_with_detections"] = self.frames_with_detections
+        return out
 
 
 class Telemetry:
@@ -113,6 +130,13 @@ class Telemetry:
             "edge_stream_frames", "Frames inferred per camera stream", ["stream"],
             registry=self.registry,
         )  # fmt: skip
+        self.detections = Counter(
+            "edge_detections",
+            "Detections answered by the frame API, per class label (after NMS and the score "
+            "threshold; all streams together)",
+            ["label"],
+            registry=self.registry,
+        )
         self._lock = threading.Lock()
         self._recent: deque[tuple[float, float]] = deque(maxlen=window)  # (t, total ms)
         self._streams: OrderedDict[str, StreamStats] = OrderedDict()
@@ -135,9 +159,11 @@ class Telemetry:
         frames: int = 1,
         stream: str | None = None,
         engine_ms: float | None = None,
+        detections: Sequence[Sequence[str]] | None = None,
     ) -> None:
         """One inference request as the client saw it (status ``ok`` or an error code);
-        ``engine_ms`` is its share of engine time, for the overhead histogram."""
+        ``engine_ms`` is its share of engine time, for the overhead histogram;
+        ``detections``, for a detection family's answer, the labels answered per frame."""
         self.requests.labels(endpoint, variant, status).inc()
         self.request_seconds.labels(endpoint).observe(total_ms / 1e3)
         if engine_ms is not None:
@@ -147,11 +173,20 @@ class Telemetry:
             if status == "ok":
                 self._recent.append((now, total_ms))
             if stream is not None:
-                self._stream(stream, now, variant, status, frames, total_ms)
+                stats = self._stream(stream, now, variant, status, frames, total_ms)
+                if detections is not None and status == "ok":
+                    stats.count_detections(detections)
+        if detections is not None and status == "ok":
+            per_label: dict[str, int] = {}
+            for labels in detections:
+                for label in labels:
+                    per_label[label] = per_label.get(label, 0) + 1
+            for label, n in per_label.items():
+                self.detections.labels(label).inc(n)
 
     def _stream(
         self, stream: str, now: float, variant: str, status: str, frames: int, total_ms: float
-    ) -> None:
+    ) -> StreamStats:
         stats = self._streams.get(stream)
         if stats is None:
             if len(self._streams) >= self._streams_kept:  # forget the longest idle
@@ -169,6 +204,7 @@ class Telemetry:
             self.frames.labels(stream).inc(frames)
         else:
             stats.errors += 1
+        return stats
 
     def record_model(
         self,

@@ -57,7 +57,8 @@ class StatusView:
                     id=v.id,
                     precision=v.precision,
                     backend=v.backend,
-                    accuracy=v.accuracy.top1 if v.accuracy else None,
+                    accuracy=v.accuracy.value if v.accuracy else None,
+                    accuracy_metric=v.accuracy.metric if v.accuracy else None,
                     latency_p50_ms=profile.latency_ms(1) if profile else None,
                     status=v.status,
                     status_reason=v.status_reason,
@@ -67,6 +68,7 @@ class StatusView:
             )
         return StatusResponse(
             family=service.catalog.family,
+            task=service.catalog.task,
             version=edge_service.__version__,
             device=service.device,
             ready=service.pool.ready,
@@ -116,7 +118,8 @@ class StatusView:
                     precision=v.precision,
                     backend=v.backend,
                     resolution=v.variant_spec.input_size,
-                    accuracy=v.accuracy.top1 if v.accuracy else None,
+                    accuracy=v.accuracy.value if v.accuracy else None,
+                    accuracy_metric=v.accuracy.metric if v.accuracy else None,
                     artifact_bytes=v.artifact.bytes,
                     loaded=roles.get(v.id),
                     healthy=v.id not in unhealthy,
@@ -131,7 +134,10 @@ class StatusView:
                 )
             )
         return VariantsResponse(
-            family=service.catalog.family, active_variant=pool.active_id, variants=out
+            family=service.catalog.family,
+            task=service.catalog.task,
+            active_variant=pool.active_id,
+            variants=out,
         )
 
     def policy(self) -> PolicyResponse:
@@ -170,7 +176,15 @@ class StatusView:
         return hub.stream(queue, first)
 
     def streams(self) -> StreamsResponse:
-        return StreamsResponse(streams=self._s.telemetry.streams())
+        """Per-stream statistics; a detection family's streams always carry their
+        detection counts (empty for a stream with no answered frame yet)."""
+        task = self._s.catalog.task
+        streams = self._s.telemetry.streams()
+        if task == "detection":
+            for stats in streams.values():
+                stats.setdefault("detections", {})
+                stats.setdefault("frames_with_detections", 0)
+        return StreamsResponse(task=task, streams=streams)
 
     def metrics(self) -> bytes:
         return generate_latest(self._s.telemetry.registry)

@@ -12,42 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 from support import onnx_classifier as classifier
+from support import onnx_detector as detector
 from support import run_server
 
 from edge_service.repository import load_catalog
 
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+pytest.importorskip("onnx")
 
 pytestmark = pytest.mark.integration
-
-
-def _save(path: Path, nodes, inputs, outputs, inits) -> Path:
-    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def detector(path: Path, box: tuple[float, float, float, float], scores: tuple[float, ...]):
-    """images (1, 3, 64, 64) -> every anchor predicts the same (cx, cy, w, h, scores):
-    a YOLOv8-layout output (1, 4 + nc, 4096) whose decoding is known in advance."""
-    bias = np.array([*box, *scores], dtype=np.float32)
-    ch = len(bias)
-    nodes = [
-        helper.make_node("Conv", ["images", "w", "b"], ["c"]),
-        helper.make_node("Reshape", ["c", "shape"], ["output0"]),
-    ]
-    inits = [
-        numpy_helper.from_array(np.zeros((ch, 3, 1, 1), np.float32), "w"),
-        numpy_helper.from_array(bias, "b"),
-        numpy_helper.from_array(np.array([1, ch, 64 * 64], np.int64), "shape"),
-    ]
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
-    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, ch, 64 * 64])
-    return _save(path, nodes, [inp], [out], inits)
 
 
 def _frames(folder: Path, n: int = 12) -> Path:

@@ -5,7 +5,9 @@ loop adapts), posts frames, and checks the page fills with what the server repor
 saves a screenshot for a person to look at (also copied to bench/out/dashboard.png).
 The second serves the page beside a scripted stand-in of the /v1/status + /v1/events
 contract, for what the real server cannot be made to show on demand: a board with no
-power rails, thermal zones or power mode, a failed switch, and a dropped stream.
+power rails, thermal zones or power mode, a failed switch, and a dropped stream. The third
+serves a tiny detection family and checks the camera streams panel counts its detections
+per class.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from support import run_server
+from support import calm_trace, detector_family, run_server
 
 from edge_service.config import REPO_ROOT
 from edge_service.server.process import free_port
@@ -276,7 +278,8 @@ def _bare_board_app(drop: threading.Event) -> Any:
                     "id": "small@int8",
                     "precision": "int8",
                     "backend": "onnxruntime",
-                    "accuracy": None,
+                    "accuracy": 0.91,
+                    "accuracy_metric": "top1",
                     "latency_p50_ms": 1.0,
                 }
             ],
@@ -284,6 +287,13 @@ def _bare_board_app(drop: threading.Event) -> Any:
             "power_mode": None,
             "policy": None,
         }
+
+    @app.get("/v1/streams")
+    def streams() -> dict[str, Any]:
+        gate = {"requests": 3, "errors": 0, "frames": 3, "first_seen": time.time() - 5,
+                "last_seen": time.time(), "last_variant": "small@int8",
+                "latency_p50_ms": 1.0, "latency_p99_ms": 2.0}  # fmt: skip
+        return {"task": "classification", "streams": {"gate-cam": gate}}
 
     @app.get("/v1/events", response_model=None)
     def events() -> Response:
@@ -355,6 +365,9 @@ def test_dashboard_says_what_the_board_lacks_and_shows_errors_and_reconnects_whe
         error = page.locator("#events-body tr.error-row .error")
         error_text = error.text_content()
         error_color = error.evaluate("e => getComputedStyle(e).color")
+        page.wait_for_selector("#streams-body tr[data-stream='gate-cam']", timeout=WAIT_MS)
+        accuracy_head = page.text_content("#accuracy-head")
+        detections_column = page.is_visible("#streams-detections")
         drop.set()  # the stream ends now and every reconnect gets a 503
         page.wait_for_selector("#conn[data-state='reconnecting']", timeout=WAIT_MS)
     assert power == "no power rails on this board"
@@ -363,5 +376,43 @@ def test_dashboard_says_what_the_board_lacks_and_shows_errors_and_reconnects_whe
     assert mode == "not reported"
     assert error_text == FAILED_SWITCH["error"]
     assert error_color in {"rgb(220, 38, 38)", "rgb(248, 113, 113)"}  # --bad, light or dark
+    assert accuracy_head == "Top-1"
+    assert not detections_column  # a classification family's streams count no objects
     # the browser logs the 503s of the reconnects as console errors; nothing else may fail
     assert [p for p in problems if "503" not in p] == []
+
+
+# ---- a detection family: its metric and its streams' detections per class ------------------
+
+METRIC_HEADS = {"top1": "Top-1", "map50": "mAP@50", "agreement_map50": "Agree. mAP@50"}
+
+
+def test_dashboard_shows_detections_per_class_per_stream_for_a_detection_family(browser, tmp_path):
+    red, green = np.zeros((128, 128, 3), np.uint8), np.zeros((128, 128, 3), np.uint8)
+    red[..., 0], green[..., 1] = 255, 255  # a person, a car (support.detector_family)
+    with run_server(
+        detector_family(tmp_path),
+        tmp_path / "server.log",
+        EDGE_FAMILY="street",
+        EDGE_MONITOR_SOURCE="replay",
+        EDGE_MONITOR_TRACE=str(calm_trace(tmp_path / "calm.jsonl")),
+    ) as url:
+        for frame in (green, green, red, green):
+            r = httpx.post(f"{url}/v1/infer?stream=cam1", content=_png(frame), timeout=WAIT_S)
+            assert r.status_code == 200, r.text
+        status = httpx.get(f"{url}/v1/status", timeout=WAIT_S).json()
+        with _open_page(browser, f"{url}/dashboard") as (page, problems):
+            row = "#streams-body tr[data-stream='cam1'] td.detections"
+            page.wait_for_selector(f"{row} .chip[data-label='car']", timeout=WAIT_MS)
+            chips = page.locator(f"{row} .chip").all_text_contents()
+            total = page.text_content(f"{row} .total")
+            head = page.text_content("#accuracy-head")
+            shot = tmp_path / "dashboard-detection.png"
+            page.screenshot(path=str(shot), full_page=True)
+    assert problems == []
+    assert chips == ["car 3", "person 1"]  # most frequent first
+    assert total is not None and total.startswith("4 in 4 of 4 frames")
+    metrics = {v.get("accuracy_metric") for v in status["variants"]} - {None}
+    assert head == (METRIC_HEADS[metrics.pop()] if metrics else "Accuracy")
+    SCREENSHOT_COPY.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOT_COPY.with_name("dashboard-detection.png"))

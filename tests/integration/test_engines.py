@@ -14,13 +14,13 @@ pytestmark = pytest.mark.integration
 
 def test_fp32_engine_reaches_90_percent_when_built_from_committed_weights(engines_dir):
     catalog = load_catalog(engines_dir / "fashion")
-    assert catalog.variant("base@fp32").accuracy.top1 >= 0.90
+    assert catalog.variant("base@fp32").accuracy.value >= 0.90
 
 
 def test_int8_engine_within_one_point_of_fp32_when_calibrated(engines_dir):
     catalog = load_catalog(engines_dir / "fashion")
-    fp32 = catalog.variant("base@fp32").accuracy.top1
-    int8 = catalog.variant("base@int8").accuracy.top1
+    fp32 = catalog.variant("base@fp32").accuracy.value
+    int8 = catalog.variant("base@int8").accuracy.value
     assert fp32 - int8 <= 0.01
 
 

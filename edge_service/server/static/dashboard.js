@@ -5,7 +5,9 @@
  *                  variants, the policy, uptime, and the last adaptation events;
  *   GET v1/events  Server-Sent Events: `adaptation` events (replayed on connect, then live)
  *                  and one `context` event per monitor tick (~2/s) that drives the cards and
- *                  the charts.
+ *                  the charts;
+ *   GET v1/streams every few seconds: the camera streams (a detection family's count what
+ *                  was detected per class).
  * At most HISTORY_S seconds of samples are kept, so a tab left open for days stays small.
  */
 (() => {
@@ -16,7 +18,18 @@
   const MAX_EVENTS = 200;         // rows in the event log
   const STALE_AFTER_S = 5;        // connected but no tick for this long: say so
   const STATUS_EVERY_MS = 10000;
-  const RETRY_MS = [1000, 2000, 5000, 10000]; // when the browser gave up reconnecting itself
+  const STREAMS_EVERY_MS = 3000;
+  const MAX_CLASS_CHIPS = 8;      // per stream; the rest are named on hover
+  // What a variant's `accuracy` measures (the catalog's accuracy.metric): [column, inline].
+  const METRICS = {
+    top1: ["Top-1", "top-1"],
+    map50: ["mAP@50", "mAP@50"],
+    agreement_map50: ["Agree. mAP@50", "agreement mAP@50"],
+  };
+  const METRIC_NOTES = {
+    agreement_map50: "mAP@50 against the family's reference (its largest FP32 engine) on " +
+      "unlabelled frames: agreement, not accuracy on labels",
+  };  const RETRY_MS = [1000, 2000, 5000, 10000]; // when the browser gave up reconnecting itself
   const INPUT_RAILS = ["VDD_IN", "POM_5V_IN"]; // a whole module's input (see Context.power_total_mw)
   // Distinct on light and dark panels; the total power line keeps amber for itself.
   const PALETTE = ["#e4572e", "#2563eb", "#16a34a", "#7c3aed", "#0891b2", "#db2777", "#65a30d",
@@ -29,6 +42,7 @@
     events: [],             // adaptation events, oldest first
     seen: new Set(),        // their keys: the stream replays recent events on every connect
     variants: new Map(),    // id -> {precision, backend, accuracy, latency_p50_ms, status, ...}
+    metric: null,           // the family's accuracy metric (top1, map50, ...), null if unsaid
     active: null,
     windowS: 300,
     offsetS: 0,             // server clock minus this tab's clock, from the last tick
@@ -407,7 +421,7 @@
     chip("active-precision", prec || "—", prec ? `prec-${prec}` : "");
     const parts = [];
     if (v && v.backend) parts.push(v.backend);
-    if (v && finite(v.accuracy)) parts.push(`top-1 ${num(v.accuracy * 100, 1)} %`);
+    if (v && finite(v.accuracy)) parts.push(`${metricName(metricOf(v), 1)} ${num(v.accuracy * 100, 1)} %`);
     setText("active-sub", parts.join(" · "));
     for (const row of $("variants-body").rows) row.classList.toggle("active", row.dataset.id === id);
   }
@@ -688,8 +702,17 @@
     setText("build-text", text);
   }
 
+  // A variant's accuracy metric: the catalog's name where the server passes it on.
+  const metricOf = (v) => (v && (v.accuracy_metric || v.metric)) || null;
+  const metricName = (metric, form) => (metric
+    ? (METRICS[metric] || [metric, metric])[form] : ["Accuracy", "accuracy"][form]);
+
   function renderVariants(list) {
     state.variants = new Map(list.map((v) => [v.id, v]));
+    const named = list.map(metricOf).filter(Boolean);
+    state.metric = named.length ? named[0] : null;
+    setText("accuracy-head", metricName(state.metric, 0));
+    $("accuracy-head").title = METRIC_NOTES[state.metric] || `the catalog's accuracy metric: ${metricName(state.metric, 1)}`;
     const rows = list.slice().sort((a, b) => (b.accuracy ?? -1) - (a.accuracy ?? -1)).map((v) => {
       const tr = el("tr");
       tr.dataset.id = v.id;
@@ -767,10 +790,68 @@
     }
     const items = [item("objective", policy.objective || "accuracy")];
     if (finite(policy.latency_budget_ms)) items.push(item("p99 budget", `${budgetText(policy.latency_budget_ms)} ms`));
-    if (finite(policy.min_accuracy)) items.push(item("min top-1", `${num(policy.min_accuracy * 100, 1)} %`));
+    if (finite(policy.min_accuracy)) items.push(item(`min ${metricName(state.metric, 1)}`, `${num(policy.min_accuracy * 100, 1)} %`));
     if (finite(policy.memory_budget_mb)) items.push(item("memory", `${num(policy.memory_budget_mb)} MB`));
     if (finite(policy.max_power_mw)) items.push(item("power", `${num(policy.max_power_mw)} mW`));
     box.replaceChildren(...items);
+  }
+
+  // ---- camera streams --------------------------------------------------------------------
+
+  async function refreshStreams() {
+    if (document.hidden) return;
+    let body;
+    try {
+      const r = await fetch("v1/streams", { cache: "no-store" });
+      if (!r.ok) return; // 503 while starting
+      body = await r.json();
+    } catch (err) {
+      return;
+    }
+    renderStreams(body);
+  }
+
+  function renderStreams(body) {
+    const detection = body.task === "detection";
+    $("streams-detections").hidden = !detection;
+    const entries = Object.entries(body.streams || {}).reverse(); // most recently seen first
+    const rows = entries.map(([id, s]) => {
+      const tr = el("tr");
+      tr.dataset.stream = id;
+      tr.append(el("td", "mono", id), el("td", "num", num(s.frames)), el("td", "num", num(s.errors)),
+        el("td", "num", `${msText(s.latency_p50_ms)} / ${msText(s.latency_p99_ms)}`),
+        el("td", "mono", s.last_variant || "—"),
+        el("td", "time", finite(s.last_seen) ? clock(s.last_seen) : "—"));
+      if (detection) tr.appendChild(detectionsCell(s));
+      return tr;
+    });
+    const empty = emptyRow(detection ? 7 : 6, "no stream seen yet: name one with ?stream=<id>");
+    $("streams-body").replaceChildren(...(rows.length ? rows : [empty]));
+    setText("streams-note", rows.length
+      ? `${rows.length} stream${rows.length === 1 ? "" : "s"}, most recent first`
+      : "requests named with ?stream=<id>");
+  }
+
+  // Per-class counts as chips, most frequent first, and how many frames had any object.
+  function detectionsCell(s) {
+    const td = el("td", "detections");
+    const counts = Object.entries(s.detections || {})
+      .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const total = counts.reduce((n, [, c]) => n + c, 0);
+    const share = s.frames ? ` (${num((100 * (s.frames_with_detections || 0)) / s.frames)} %)` : "";
+    td.appendChild(el("span", "total",
+      `${num(total)} in ${num(s.frames_with_detections || 0)} of ${num(s.frames)} frames${share}`));
+    for (const [label, c] of counts.slice(0, MAX_CLASS_CHIPS)) {
+      const item = el("span", "chip");
+      item.dataset.label = label;
+      item.append(document.createTextNode(`${label} `), el("b", "", num(c)));
+      td.appendChild(item);
+    }
+    if (counts.length > MAX_CLASS_CHIPS) {
+      td.appendChild(el("span", "muted", `+${counts.length - MAX_CLASS_CHIPS} more`));
+    }
+    td.title = counts.map(([label, c]) => `${label}: ${c}`).join("\n") || "nothing detected yet";
+    return td;
   }
 
   // ---- start -----------------------------------------------------------------------------
@@ -793,6 +874,8 @@
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", scheduleDraw);
   setInterval(everySecond, 1000);
   setInterval(refreshStatus, STATUS_EVERY_MS);
+  setInterval(refreshStreams, STREAMS_EVERY_MS);
   refreshStatus();
+  refreshStreams();
   connect();
 })();

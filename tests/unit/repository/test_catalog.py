@@ -65,7 +65,7 @@ def test_catalog_round_trips_when_saved_and_loaded(tmp_path: Path) -> None:
             lambda d: d["variants"][0]["artifact"].update(path="../x.onnx"),
             "variants[0].artifact.path",
         ),
-        (lambda d: d["variants"][0]["accuracy"].update(top1=1.5), "variants[0].accuracy.top1"),
+        (lambda d: d["variants"][0]["accuracy"].update(top1=1.5), "variants[0].accuracy.value"),
         (lambda d: d["variants"][0].update(id="base@int8"), "variants[0]"),
         (lambda d: d["input"].pop("mean"), "input.mean"),
     ],

@@ -1,4 +1,5 @@
-"""Server telemetry: stream ids, the live latency window, Prometheus text, v2 statistics."""
+"""Server telemetry: stream ids, the live latency window, per-stream detection counts,
+Prometheus text, v2 statistics."""
 
 from __future__ import annotations
 
@@ -87,3 +88,49 @@ def test_v2_statistics_accumulate_per_version():
     stats = entry["inference_stats"]
     assert stats["success"] == {"count": 2, "ns": 4_000_000}
     assert stats["compute_infer"]["ns"] == 1_000_000  # half of each 4-row call, twice
+
+
+def test_detection_streams_count_answered_labels_per_class_and_frames_with_any():
+    t = Telemetry()
+    t.record("v1_infer", "d", "ok", 1.0, stream="cam1", detections=[["person", "car", "person"]])
+    t.record(
+        "v1_infer_batch", "d", "ok", 1.0, frames=3, stream="cam1",
+        detections=[["person"], [], ["dog"]],
+    )  # fmt: skip
+    t.record("v1_infer", "-", "bad_input", 1.0, stream="cam1", detections=[["car"]])
+    cam = t.streams()["cam1"]
+    assert cam["detections"] == {"person": 3, "car": 1, "dog": 1}
+    assert list(cam["detections"]) == ["person", "car", "dog"]  # most frequent first
+    assert cam["frames_with_detections"] == 3
+    assert cam["frames"] == 4 and cam["requests"] == 3 and cam["errors"] == 1
+
+
+def test_detection_stream_with_no_object_yet_reports_zero_counts():
+    t = Telemetry()
+    t.record("v1_infer", "d", "ok", 1.0, stream="empty", detections=[[]])
+    assert t.streams()["empty"]["detections"] == {}
+    assert t.streams()["empty"]["frames_with_detections"] == 0
+
+
+def test_classification_streams_have_no_detection_fields():
+    t = Telemetry()
+    t.record("v1_infer", "a", "ok", 1.0, stream="cls")
+    assert "detections" not in t.streams()["cls"]
+    assert "frames_with_detections" not in t.streams()["cls"]
+
+
+def test_forgotten_stream_takes_its_detection_counts_with_it():
+    t = Telemetry(streams_kept=1)
+    t.record("v1_infer", "d", "ok", 1.0, stream="old", detections=[["car"]])
+    t.record("v1_infer", "d", "ok", 1.0, stream="new", detections=[["bus"]])
+    assert list(t.streams()) == ["new"] and t.streams()["new"]["detections"] == {"bus": 1}
+
+
+def test_detections_metric_counts_per_label_for_all_streams_and_none():
+    t = Telemetry()
+    t.record("v1_infer", "d", "ok", 1.0, stream="a", detections=[["car", "car"]])
+    t.record("v1_infer", "d", "ok", 1.0, detections=[["car"], ["person"]])
+    t.record("v1_infer", "-", "engine_error", 1.0, detections=[["person"]])
+    text = generate_latest(t.registry).decode()
+    assert 'edge_detections_total{label="car"} 3.0' in text
+    assert 'edge_detections_total{label="person"} 1.0' in text  # the failed one not counted
