@@ -7,7 +7,6 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, Query, Request
 
 from edge_service.errors import BadInputError, EdgeServiceError, UnsupportedMediaError
@@ -110,12 +109,13 @@ def default_k(service: Service) -> int:
 def frame_results(
     service: Service, results: list[BatchResult], job: FrameJob, k: int
 ) -> list[FrameResult]:
-    """Labels (or detections) per frame, from the batched outputs in row order."""
-    output = results[0].output if len(results) == 1 else np.concatenate([r.output for r in results])
+    """Labels (or detections) per frame, from the batched outputs in row order (row by row:
+    the chunks of a large batch may have run on variants of different input sizes, whose
+    detector outputs differ in shape)."""
     labels = service.catalog.labels
     out = []
-    for i in range(output.shape[0]):
-        row = output[i : i + 1]
+    rows = [r.output[j : j + 1] for r in results for j in range(r.output.shape[0])]
+    for i, row in enumerate(rows):
         if service.catalog.task == "detection":
             found = decode_detections(row, labels, max_detections=k, letterbox=job.geometry[i])
             detections = [

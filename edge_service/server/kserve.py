@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 import edge_service
+from edge_service.data.letterbox import Letterbox
 from edge_service.errors import BadInputError, EdgeServiceError, NotFoundError
 from edge_service.runtime.batcher import BatchResult
 from edge_service.runtime.postprocess import top_k
@@ -34,7 +35,13 @@ from edge_service.server.inference import (
     run_job,
     unknown_model,
 )
-from edge_service.server.schemas import V2ErrorResponse
+from edge_service.server.kserve_detect import (
+    DECODED,
+    DETECTION_OUTPUTS,
+    detection_tensors,
+    raw_output,
+)
+from edge_service.server.kserve_openapi import INFER_OPENAPI, errors
 from edge_service.server.service import Service
 from edge_service.server.v2codec import (
     TRITON_TYPES,
@@ -47,12 +54,6 @@ from edge_service.server.v2codec import (
 router = APIRouter(tags=["kserve-v2"])
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for v2 error statuses."""
-    return {code: {"model": V2ErrorResponse} for code in codes}
-
-
-V2_ERRORS = errors(400, 401, 404, 409, 413, 415, 503)
 ModelName = Annotated[str, Path(description="the family name (one model per server)")]
 Version = Annotated[str, Path(description="a variant id, e.g. base@int8")]
 # "statistics" is served (/v2/models/{m}/stats) but not announced: perf_analyzer reads
@@ -144,8 +145,17 @@ async def model_metadata(
         "inputs": [
             {"name": service.catalog.input.name, "datatype": "FP32", "shape": input_shape(service)}
         ],
-        "outputs": [{"name": out_name, "datatype": "FP32", "shape": out_shape}],
+        "outputs": [{"name": out_name, "datatype": "FP32", "shape": out_shape}, *_decoded(service)],
     }
+
+
+def _decoded_specs(service: Service) -> list[tuple[str, str, list[int]]]:
+    """A detection family's decoded outputs (`kserve_detect`), else none."""
+    return list(DECODED) if service.catalog.task == "detection" else []
+
+
+def _decoded(service: Service) -> list[dict[str, object]]:
+    return [{"name": n, "datatype": t, "shape": d} for n, t, d in _decoded_specs(service)]
 
 
 @router.get("/v2/models/{model}/ready", responses=errors(404, 503))
@@ -196,7 +206,13 @@ async def model_config(
                 "dims": input_shape(service)[1:],
             }
         ],
-        "output": [{"name": out_name, "data_type": TRITON_TYPES["FP32"], "dims": out_shape[1:]}],
+        "output": [
+            {"name": out_name, "data_type": TRITON_TYPES["FP32"], "dims": out_shape[1:]},
+            *[
+                {"name": n, "data_type": TRITON_TYPES[t], "dims": dims[1:]}
+                for n, t, dims in _decoded_specs(service)
+            ],
+        ],
         "dynamic_batching": {
             "max_queue_delay_microseconds": int(s.batch_max_delay_ms * 1000),
             "preferred_batch_size": [service.batcher.max_batch],
@@ -209,50 +225,7 @@ async def model_config(
     }
 
 
-_TENSOR = {
-    "type": "object",
-    "required": ["name", "shape", "datatype"],
-    "properties": {
-        "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "datatype": {"type": "string", "enum": ["FP32", "FP16", "FP64", "UINT8", "BYTES"]},
-        "data": {"type": "array", "description": "row-major values (or binary_data_size)"},
-        "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer"}}},
-    },
-}
-_INFER_DOC: dict[str, Any] = {
-    "openapi_extra": {
-        "requestBody": {
-            "required": True,
-            "description": "A JSON inference request; with the binary-data extension, the "
-            "JSON header (length in Inference-Header-Content-Length) then raw tensor bytes.",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["inputs"],
-                        "properties": {
-                            "id": {"type": "string"},
-                            "inputs": {"type": "array", "items": _TENSOR},
-                            "outputs": {"type": "array", "items": {"type": "object"}},
-                            "parameters": {"type": "object"},
-                        },
-                    }
-                },
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            },
-        }
-    },
-    "responses": {
-        200: {
-            "description": "Outputs as JSON, or a JSON header + binary tensors (see "
-            "Inference-Header-Content-Length)",
-            "content": {"application/json": {}, "application/octet-stream": {}},
-        },
-        **V2_ERRORS,
-    },
-    "dependencies": [InferenceDep],
-}
+_INFER_DOC: dict[str, Any] = INFER_OPENAPI | {"dependencies": [InferenceDep]}
 
 
 @router.post("/v2/models/{model}/infer", **_INFER_DOC)
@@ -281,7 +254,8 @@ async def infer(
         service.telemetry.record("v2_infer", version or "-", exc.code, elapsed_ms(started))
         raise
     observe(service, results)
-    content, header_len = _respond(service, req, results)
+    geometry = job.geometry if isinstance(job, FrameJob) else []
+    content, header_len = _respond(service, req, results, geometry)
     total = elapsed_ms(started)
     variant = results[0].variant_id
     service.telemetry.record(
@@ -349,25 +323,32 @@ async def _job(service: Service, req: V2Request) -> tuple[FrameJob | TensorJob, 
 
 
 def _respond(
-    service: Service, req: V2Request, results: list[BatchResult]
+    service: Service,
+    req: V2Request,
+    results: list[BatchResult],
+    geometry: list[Letterbox | None],
 ) -> tuple[bytes, int | None]:
     out_name = results[0].info.output_names[0]  # the engine that ran: no lease needed
-    output = results[0].output if len(results) == 1 else np.concatenate([r.output for r in results])
+    detection = service.catalog.task == "detection"
+    names = [out_name, *(DETECTION_OUTPUTS if detection else ())]
     wanted = req.outputs
     if wanted is None:
-        wanted_list = [(out_name, req.binary_default, 0)]
+        wanted_list = [(name, req.binary_default, 0) for name in names]
     else:
-        unknown = [o.name for o in wanted if o.name != out_name]
+        unknown = [o.name for o in wanted if o.name not in names]
         if unknown:
-            raise NotFoundError(f"unknown output(s) {unknown}; the model's output is {out_name!r}")
+            raise NotFoundError(f"unknown output(s) {unknown}; the model's outputs are {names}")
         wanted_list = [(o.name, o.binary, o.classification) for o in wanted]
-    if service.catalog.task == "detection" and any(k for _, _, k in wanted_list):
+    if detection and any(k for _, _, k in wanted_list):
         raise BadInputError(
             "the classification parameter is for classification families; this detector "
-            f"answers its raw output {out_name!r} (decode it, or use /v1/infer for boxes)"
+            f"answers its raw output {out_name!r} and decoded boxes {list(DETECTION_OUTPUTS)}"
         )
     tensors = []
     for name, binary, k in wanted_list:
+        if name in DETECTION_OUTPUTS:
+            continue
+        output = raw_output(results)
         if k:
             rows = top_k(output, service.catalog.labels, k)
             items = [f"{p.score:f}:{p.index}:{p.label}".encode() for row in rows for p in row]
@@ -376,6 +357,11 @@ def _respond(
         else:
             arr = output.astype(np.float32, copy=False)
             tensors.append(OutTensor(name, "FP32", list(arr.shape), array=arr, binary=binary))
+    decoded = [(n, b) for n, b, _ in wanted_list if n in DETECTION_OUTPUTS]
+    if decoded:
+        tensors += detection_tensors(results, service.catalog.labels, geometry, decoded)
+    order = {name: i for i, (name, _, _) in enumerate(wanted_list)}
+    tensors.sort(key=lambda t: order[t.name])
     version = ",".join(sorted({r.variant_id for r in results}))
     return encode_response(service.catalog.family, version, req.id, tensors)
 

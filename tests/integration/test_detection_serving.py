@@ -125,7 +125,9 @@ def test_batches_and_concurrent_frames_get_boxes_per_frame_from_a_fixed_batch_de
     assert all(_labels(x.json()["detections"]) == ["car"] for x in replies)
 
 
-def test_kserve_v2_answers_the_raw_head_per_frame_of_a_detection_family(street):
+def test_kserve_v2_answers_the_raw_head_and_decoded_boxes_per_frame_of_a_detection_family(
+    street,
+):
     triton = tritonhttp.InferenceServerClient(street.removeprefix("http://"))
     try:
         meta = triton.get_model_metadata("street")
@@ -133,7 +135,13 @@ def test_kserve_v2_answers_the_raw_head_per_frame_of_a_detection_family(street):
         assert triton.get_model_config("street")["max_batch_size"] == 1  # the fixed batch
         pngs = tritonhttp.InferInput("images", [3], "BYTES")
         pngs.set_data_from_numpy(np.array([_png(f) for f in (RED, GREEN, BLACK)], np.object_))
-        by_png = triton.infer("street", [pngs]).as_numpy("output0")
+        answer = triton.infer("street", [pngs])
+        by_png = answer.as_numpy("output0")
+        decoded_outputs = [
+            tritonhttp.InferRequestedOutput(name, binary_data=name != "num_detections")
+            for name in ("num_detections", "detection_boxes", "detection_classes")
+        ]
+        boxed = triton.infer("street", [pngs], outputs=decoded_outputs)
         pixels = np.stack([f[::2, ::2].transpose(2, 0, 1) for f in (RED, GREEN, BLACK)])
         raw = tritonhttp.InferInput("images", list(pixels.shape), "UINT8")
         raw.set_data_from_numpy(np.ascontiguousarray(pixels), binary_data=True)
@@ -148,3 +156,12 @@ def test_kserve_v2_answers_the_raw_head_per_frame_of_a_detection_family(street):
     decoded = [decode_detections(by_png[i : i + 1], list(DETECTOR_LABELS)) for i in range(3)]
     assert [[d.label for d in frame] for frame in decoded] == [["person"], ["car"], []]
     assert list(decoded[0][0].box) == pytest.approx(INPUT_BOX, abs=1e-3)
+    # the decoded outputs (EfficientNMS-style), boxes in the posted image's pixels
+    names = [o["name"] for o in meta["outputs"]]
+    assert names == ["output0", "num_detections", "detection_boxes", "detection_scores",
+                     "detection_classes"]  # fmt: skip
+    assert answer.as_numpy("detection_scores").shape == (3, 100)  # all outputs by default
+    assert boxed.as_numpy("num_detections").tolist() == [[1], [1], [0]]
+    assert boxed.as_numpy("detection_classes")[:2, 0].tolist() == [0, 1]  # person, car
+    assert boxed.as_numpy("detection_boxes")[0, 0].tolist() == pytest.approx(BOX, abs=1e-3)
+    assert not boxed.as_numpy("detection_boxes")[2].any()  # padding
