@@ -155,6 +155,19 @@ def inspect_onnx(path: Path) -> OnnxModel:
     return OnnxModel(path, network_name(path), inp.name, batch, int(c), size, out)
 
 
+def check_detector_output(model: OnnxModel, classes: int) -> None:
+    """Refuse, before anything is built, a detector whose output does not fit ``classes``
+    labels in either YOLO layout (the batch and anchor axes may be dynamic)."""
+    shape = model.output_shape
+    fits = len(shape) == 3 and (shape[1] == 4 + classes or shape[2] == 5 + classes)
+    if not fits:
+        raise BuildError(
+            f"{model.path.name}: output {list(shape)} does not fit {classes} labels: expected "
+            f"YOLOv8 [batch, {4 + classes}, anchors] or YOLOv5 [batch, anchors, {5 + classes}]; "
+            "pass the --labels file the model was trained with (one class per line)"
+        )
+
+
 def plan_networks(models: list[OnnxModel], sizes: tuple[int, ...]) -> list[Network]:
     """One network per model and input size, largest first; refusals say what to do."""
     out = []
@@ -180,10 +193,13 @@ def plan_networks(models: list[OnnxModel], sizes: tuple[int, ...]) -> list[Netwo
 
 
 def _labels(req: OnnxFamilyRequest, models: list[OnnxModel]) -> list[str]:
+    if req.task == "detection" and not req.labels:
+        raise BuildError("detection families need --labels FILE (one class name per line)")
+    if req.task == "detection":
+        for model in models:
+            check_detector_output(model, len(req.labels))
     if req.labels:
         return list(req.labels)
-    if req.task == "detection":
-        raise BuildError("detection families need --labels FILE (one class name per line)")
     classes = models[0].output_shape[-1]
     if not isinstance(classes, int):
         raise BuildError("cannot tell the number of classes; pass --labels FILE")
@@ -232,6 +248,7 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
     names = [m.name for m in models]
     if len(set(names)) != len(names) or len({m.channels for m in models}) != 1:
         raise BuildError(f"models need distinct names and the same channel count: {names}")
+    labels = _labels(req, models)  # refused before anything is built
     networks = plan_networks(models, req.input_sizes)
     files = calibration_images(req.calibration_dir) if "int8" in req.precisions else []
     variants: list[Variant] = []
@@ -243,7 +260,7 @@ def build_from_onnx(req: OnnxFamilyRequest, progress: Callable[[str], None] = lo
         schema_version=1,
         family=req.family_dir.name,
         task=req.task,
-        labels=_labels(req, models),
+        labels=labels,
         input=InputInfo(
             name=first.input_name,
             shape=[first.batch, first.channels, *[max(n.size for n in networks)] * 2],

@@ -143,3 +143,14 @@ def test_input_size_option_parses_comma_lists(text: str, sizes: tuple[int, ...])
 def test_input_size_option_refuses_what_is_not_a_pixel_size(text: str) -> None:
     with pytest.raises(BuildError, match=r"--input-size"):
         input_sizes(text)
+
+
+def test_detector_whose_output_does_not_fit_the_labels_is_refused_before_building(
+    tmp_path: Path,
+) -> None:
+    from edge_service.compile.byo import check_detector_output
+
+    model = inspect_onnx(head(tmp_path / "m.onnx", DYNAMIC, classes=2))  # [batch, 6, anchors]
+    check_detector_output(model, 2)  # YOLOv8 layout, 2 classes: fits
+    with pytest.raises(BuildError, match=r"does not fit 80 labels: expected YOLOv8 \[batch, 84"):
+        check_detector_output(model, 80)
