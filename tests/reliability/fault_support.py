@@ -57,7 +57,8 @@ def most_accurate(catalog: Catalog) -> str:
     """The variant the controller serves first on an idle board: the most accurate of the
     ones the build gate left servable (it may reject or set aside some on this CPU)."""
     servable = [v for v in catalog.variants if getattr(v, "status", "servable") == "servable"]
-    return max(servable or catalog.variants, key=lambda v: v.accuracy.value if v.accuracy else -1).id
+    best = max(servable or catalog.variants, key=lambda v: v.accuracy.value if v.accuracy else -1)
+    return best.id
 
 
 def family_catalog(engines_dir: Path) -> Catalog:

@@ -80,7 +80,7 @@ def test_frame_count(video: Path) -> None:
 def test_unreadable_video_says_what_to_do(tmp_path: Path) -> None:
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"this is not a video" * 100)
-    with pytest.raises(BadInputError, match="cannot open|decoded no frame"):
+    with pytest.raises(BadInputError, match=r"cannot open|decoded no frame"):
         extract_frames(junk, tmp_path / "out")
     with pytest.raises(BadInputError, match="does not exist"):
         extract_frames(tmp_path / "missing.avi", tmp_path / "out")
