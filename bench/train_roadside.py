@@ -126,28 +126,49 @@ def _covered(box: np.ndarray, others: np.ndarray) -> float:
     return float((ix * iy).max() / max((box[2] - box[0]) * (box[3] - box[1]), 1e-6))
 
 
+def tidy(boxes: Boxes, mask: np.ndarray) -> Boxes:
+    """Drop nested duplicates: of two boxes one of which lies >= 70% inside the other, keep
+    the one whose pixels are more foreground (the tighter fit)."""
+    arr = np.asarray(boxes, np.float64).reshape(-1, 4)
+    fill = [mask[int(y1) : int(y2) + 1, int(x1) : int(x2) + 1].mean() for x1, y1, x2, y2 in arr]
+    kept: list[np.ndarray] = []
+    for i in np.argsort(fill)[::-1]:
+        box = arr[i]
+        if kept and _nested(box, np.asarray(kept)) >= 0.7:
+            continue
+        kept.append(box)
+    return [[float(v) for v in box] for box in kept]
+
+
+def _nested(box: np.ndarray, others: np.ndarray) -> float:
+    """The largest intersection of ``box`` with one of ``others``, over the smaller area."""
+    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return float((ix * iy / np.maximum(np.minimum(area, areas), 1e-6)).max())
+
+
 def label_all(train: Frames, held: Frames, cache: Path) -> dict[int, Boxes]:
+    """Pseudo-labels of every frame; the HOG + blob candidates are cached in ``cache``."""
+    background = median_background(train)  # training frames only
+    raw: dict[int, Boxes] = {}
     if cache.exists():
         data = json.loads(cache.read_text())
         if data.get("version") == LABELS_VERSION:
-            return {int(k): v for k, v in data["boxes"].items()}
-    hog = cv2.HOGDescriptor()
-    hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
-    background = median_background(train)  # training frames only
-    out: dict[int, Boxes] = {}
-    start = time.perf_counter()
-    for n, (index, rgb) in enumerate(train + held):
-        out[index] = pseudo_labels(rgb, background, hog)
-        if n % 50 == 0:
-            log.info(
-                "labelled %d/%d frames (%.0f s)",
-                n,
-                len(train) + len(held),
-                time.perf_counter() - start,
-            )
-    payload = {"version": LABELS_VERSION, "boxes": {str(k): v for k, v in out.items()}}
-    atomic_write_text(cache, json.dumps(payload))
-    return out
+            raw = {int(k): v for k, v in data["boxes"].items()}
+    if set(raw) != {i for i, _ in train + held}:
+        hog = cv2.HOGDescriptor()
+        hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
+        start = time.perf_counter()
+        for n, (index, rgb) in enumerate(train + held):
+            raw[index] = pseudo_labels(rgb, background, hog)
+            if n % 50 == 0:
+                elapsed = time.perf_counter() - start
+                log.info("labelled %d/%d frames (%.0f s)", n, len(train) + len(held), elapsed)
+        payload = {"version": LABELS_VERSION, "boxes": {str(k): v for k, v in raw.items()}}
+        atomic_write_text(cache, json.dumps(payload))
+    return {i: tidy(raw[i], foreground(rgb, background)) for i, rgb in train + held}
 
 
 def draw(
@@ -246,6 +267,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-only", action="store_true", help="evaluate --out's ONNX only")
+    parser.add_argument(
+        "--init", type=Path, help="continue from these weights (a --work/roadside-yolov8n.pt)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     torch.set_num_threads(1)
@@ -267,6 +291,11 @@ def main() -> None:
     summary: dict[str, Any] = {"train_frames": len(train), "heldout_frames": len(held)}
     if not args.eval_only:
         model = YoloV8(1, labels=("person",))
+        if args.init is not None:
+            saved = torch.load(args.init, map_location="cpu")
+            model = YoloV8(**saved["config"])
+            model.load_state_dict(saved["state_dict"])
+            log.info("continuing from %s", args.init)
         sizes = [int(s) for s in args.sizes.split(",")]
         log.info("training %.1f min at sizes %s, batch %d", args.minutes, sizes, args.batch)
 

@@ -229,6 +229,7 @@ def family_key(req: OnnxFamilyRequest) -> str:
         "input_sizes": sorted(req.input_sizes),
         "eval": req.eval.key() if req.eval is not None else None,
         "max_precision_drop": req.max_precision_drop,
+        "int8_head": "fp32" if req.task == "detection" else "int8",
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -325,6 +326,7 @@ def _build_one(req: OnnxFamilyRequest, net: Network, files: list[Path]) -> list[
             req.calibration_cache,
             req.activations,
             reduce_range=req.int8_scheme.reduce_range,
+            fp32_head=req.task == "detection",
         )
         calib = Calibration(
             method=req.method,

@@ -33,7 +33,7 @@ from edge_service.data.pipeline import Preprocess
 from edge_service.data.preprocess import InputSpec
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with, sha256_file
-from edge_service.onnx_tools.quantize import ACTIVATIONS, FeedReader, static_qdq
+from edge_service.onnx_tools.quantize import ACTIVATIONS, FeedReader, head_nodes, static_qdq
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -99,6 +99,7 @@ def quantize_int8(
     cache_dir: Path | None = None,
     activations: str = "s8",
     reduce_range: bool = False,
+    fp32_head: bool = False,
 ) -> Path:
     """Static INT8 Q/DQ quantization of ``fp32`` calibrated on ``files``.
 
@@ -108,6 +109,8 @@ def quantize_int8(
     (x86 without VNNI). With ``cache_dir`` the tensor ranges are cached under a key of
     model hash + calibration data hash + method + scheme (activations and reduce_range),
     and a later build with the same key reads them instead of running calibration again.
+    With ``fp32_head`` the nodes after the last weighted layers stay FP32
+    (`onnx_tools.quantize.head_nodes`: a detector's decode).
     """
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -138,6 +141,7 @@ def quantize_int8(
             static_qdq(
                 prepped, tmp, None, ort_method, symmetric, reduce_range,
                 calibration_cache_path=ranges,
+                nodes_to_exclude=head_nodes(prepped) if fp32_head else None,
             )
         finally:
             prepped.unlink(missing_ok=True)

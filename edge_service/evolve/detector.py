@@ -31,6 +31,7 @@ from torch import nn
 
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with
+from edge_service.onnx_tools.export import dynamo_export
 
 log = logging.getLogger(__name__)
 HeadKind = Literal["v8", "v5"]
@@ -322,19 +323,9 @@ def _export_dynamo(model: YoloV8, tmp: Path, size: int) -> None:
     rows = torch.export.Dim("rows", min=1, max=MAX_SIDE // 32)
     cols = torch.export.Dim("cols", min=1, max=MAX_SIDE // 32)
     # A batch of 2 keeps torch.export from specialising the batch axis to 1.
-    program = torch.onnx.export(
-        model,
-        (torch.zeros(2, 3, size, size),),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_shapes={"x": {0: batch, 2: 32 * rows, 3: 32 * cols}},
-        opset_version=OPSET,
-        dynamo=True,
-        verbose=False,
-    )
-    if program is None:
-        raise BuildError("torch.onnx.export returned no program")
-    program.save(str(tmp))
+    example = torch.zeros(2, 3, size, size)
+    dynamic = {"x": {0: batch, 2: 32 * rows, 3: 32 * cols}}
+    dynamo_export(model, example, tmp, (INPUT_NAME, OUTPUT_NAME), dynamic)
 
 
 def _name_dims(proto: object, head: HeadKind, num_classes: int) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with
@@ -46,19 +48,7 @@ def export_onnx(
     dynamic = {arg: {0: batch}} if dynamic_batch else None
 
     def write(tmp: Path) -> None:
-        program = torch.onnx.export(
-            model,
-            (example,),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=dynamic,
-            opset_version=OPSET,
-            dynamo=True,
-            verbose=False,
-        )
-        if program is None:
-            raise BuildError("torch.onnx.export returned no program")
-        program.save(str(tmp))
+        dynamo_export(model, example, tmp, (INPUT_NAME, OUTPUT_NAME), dynamic)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(onnx.shape_inference.infer_shapes(proto), str(tmp))
@@ -72,3 +62,29 @@ def export_onnx(
     batch_desc = f"dynamic batch 1..{MAX_BATCH}" if dynamic_batch else "batch 1"
     log.debug("exported %s (opset %d, %s)", path, OPSET, batch_desc)
     return path
+
+
+def dynamo_export(
+    model: object,
+    example: object,
+    path: Path,
+    names: tuple[str, str],
+    dynamic_shapes: Mapping[str, Mapping[int, Any]] | None,
+) -> None:
+    """``torch.onnx.export`` with the ``torch.export``-based exporter at this project's
+    opset, one input and one output named ``names``, written to ``path`` (unchecked)."""
+    import torch
+
+    program = torch.onnx.export(
+        model,  # type: ignore[arg-type]
+        (example,),
+        input_names=[names[0]],
+        output_names=[names[1]],
+        dynamic_shapes=None if dynamic_shapes is None else dict(dynamic_shapes),
+        opset_version=OPSET,
+        dynamo=True,
+        verbose=False,
+    )
+    if program is None:
+        raise BuildError("torch.onnx.export returned no program")
+    program.save(str(path))

@@ -23,6 +23,34 @@ from edge_service.errors import BuildError
 from edge_service.fsutil import atomic_write_with
 
 ACTIVATIONS: tuple[str, ...] = ("s8", "u8")
+# layers with weights: where a network's post-processing head ends, walking back from its
+# outputs (see `head_nodes`)
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+def head_nodes(model_path: Path) -> list[str]:
+    """The nodes between a network's last weighted layers and its outputs: a detector's
+    decode (DFL softmax, anchor arithmetic, sigmoid, and the Concat that joins box
+    coordinates in pixels with scores in 0..1). They stay FP32 in an INT8 engine: one
+    quantization scale over 0..640 and 0..1 at once rounds every score to zero. A
+    classifier ending in its Gemm has none."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    weights = {init.name for init in graph.initializer}
+    head: dict[str, None] = {}  # ordered set
+    todo = [o.name for o in graph.output]
+    seen: set[str] = set()
+    while todo:
+        tensor = todo.pop()
+        node = producer.get(tensor)
+        if tensor in seen or node is None or node.op_type in WEIGHTED_OPS:
+            continue
+        seen.add(tensor)
+        head[node.name] = None
+        todo += [t for t in node.input if t and t not in weights]
+    return list(head)
 
 
 class FeedReader:

@@ -28,7 +28,7 @@ LABELS = ("person", "car", "bike")
 CONTROL = "control-token-0123456789"
 
 
-def _detector(path: Path, head: str) -> Path:
+def _detector(path: Path, head: str, logit: float = 6.0) -> Path:
     """A tiny YOLOv8 whose class ``car`` scores high everywhere (and, for the v5 head,
     objectness too): every frame gets boxes, whatever the random weights say."""
     torch.manual_seed(0)
@@ -36,9 +36,9 @@ def _detector(path: Path, head: str) -> Path:
     with torch.no_grad():
         for cls in model.cls_head:
             bias = cls[-1].bias
-            bias[1 if head == "v8" else 2] = 6.0  # v5: objectness is channel 0
+            bias[1 if head == "v8" else 2] = logit  # v5: objectness is channel 0
             if head == "v5":
-                bias[0] = 6.0
+                bias[0] = logit
     return export_detector(model.eval(), path, size=128)
 
 
@@ -93,6 +93,9 @@ def test_dynamic_v8_detector_becomes_sized_variants_scored_by_agreement_and_serv
         assert v.accuracy is not None and v.accuracy.metric == "agreement_map50"
         assert v.accuracy.is_agreement and v.accuracy.examples == 6
     assert catalog.variant("yolotoy@fp32").accuracy.value == pytest.approx(1.0, abs=1e-6)
+    # the INT8 engine keeps its decode in FP32: one scale over pixels and scores would
+    # round every score to zero, and agreement to nothing
+    assert catalog.variant("yolotoy@int8").accuracy.value > 0.5
     assert catalog.build["evaluation"]["reference"] == "yolotoy@fp32"
     assert set(report["servable"]) | set(report.get("not_served", {})) == ids
 
@@ -133,3 +136,27 @@ def test_v5_detector_with_yolo_labels_is_scored_by_map_not_agreement(tmp_path: P
         assert v.accuracy is not None and v.accuracy.metric == "map50"
         assert v.accuracy.map50_95 is not None and 0.0 <= v.accuracy.value <= 1.0
     assert catalog.build["evaluation"]["labels"] == "yolo"
+
+
+def test_int8_detector_keeps_its_scores_because_its_decode_stays_fp32(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from edge_service.compile.calibration import quantize_int8
+    from edge_service.data.pipeline import Preprocess
+    from edge_service.onnx_tools.shapes import fix_input_size
+
+    fp32 = fix_input_size(_detector(tmp_path / "d.onnx", "v8", logit=0.4), tmp_path / "f.onnx", 128)
+    files = sorted(_frames(tmp_path / "frames").glob("*.jpg"))
+    prep = Preprocess("rgb", "letterbox", 128, (0.0,), (1.0,), "images")
+    x = prep.from_bytes(files[0].read_bytes())
+
+    def scores(path: Path) -> np.ndarray:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return np.asarray(session.run(None, {"images": x})[0])[0, 5]  # the car scores
+
+    want = scores(fp32)
+    assert 0.5 < want.mean() < 0.8  # scores spread over 0..1, boxes over 0..128 px
+    for head, close in ((True, True), (False, False)):
+        int8 = quantize_int8(fp32, tmp_path / f"int8-{head}.onnx", files, prep, fp32_head=head)
+        error = float(np.abs(scores(int8) - want).max())
+        assert (error < 0.1) is close, f"fp32_head={head}: worst score error {error:.3f}"
