@@ -154,3 +154,52 @@ def test_detector_whose_output_does_not_fit_the_labels_is_refused_before_buildin
     check_detector_output(model, 2)  # YOLOv8 layout, 2 classes: fits
     with pytest.raises(BuildError, match=r"does not fit 80 labels: expected YOLOv8 \[batch, 84"):
         check_detector_output(model, 80)
+
+
+def _opts(tmp_path: Path, **changes: object):
+    from edge_service.cli.byo_cmd import OnnxOptions
+
+    fields: dict = {
+        "models": (tmp_path / "m.onnx",),
+        "task": "detection",
+        "labels": None,
+        "mean": "0",
+        "std": "1",
+        "calibration": tmp_path,
+        "precisions": ("fp32",),
+        "method": "minmax",
+        "trt": None,
+        "force": False,
+    }
+    return OnnxOptions(**(fields | changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"task": "classification", "eval_images": Path("f")}, r"score detection families only"),
+        ({"coco_labels": Path("/nonexistent/l.json")}, r"--coco-labels .*: no such file"),
+        ({"input_sizes": "640,abc"}, r"--input-size '640,abc': expected comma-separated"),
+        ({"task": "segmentation"}, r"--task 'segmentation': use classification or detection"),
+    ],
+)
+def test_bad_from_onnx_options_are_refused_naming_the_option(
+    tmp_path: Path, changes: dict, says: str
+) -> None:
+    from edge_service.cli.byo_cmd import onnx_request
+    from edge_service.config import Settings
+
+    with pytest.raises(BuildError, match=says):
+        onnx_request(Settings(engines_dir=tmp_path), _opts(tmp_path, **changes))
+
+
+def test_detection_scores_on_the_calibration_frames_unless_told_otherwise(tmp_path: Path) -> None:
+    from edge_service.cli.byo_cmd import onnx_request
+    from edge_service.config import Settings
+
+    req = onnx_request(Settings(engines_dir=tmp_path), _opts(tmp_path, input_sizes="640,320"))
+    assert req.eval is not None and req.eval.folder == tmp_path and req.input_sizes == (640, 320)
+    other = onnx_request(
+        Settings(engines_dir=tmp_path), _opts(tmp_path, eval_images=tmp_path / "e", eval_limit=5)
+    )
+    assert other.eval is not None and other.eval.folder == tmp_path / "e" and other.eval.limit == 5
