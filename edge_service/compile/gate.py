@@ -72,6 +72,11 @@ def apply_gate(
     return out
 
 
+def metric_name(v: Variant) -> str:
+    """What ``v``'s score measures, for the reasons: top-1, mAP@0.5 or agreement."""
+    return METRIC_NAMES[v.accuracy.metric if v.accuracy else "top1"]
+
+
 def gate_summary(variants: Sequence[Variant]) -> list[str]:
     """One line per variant that is not servable, for the build's printout."""
     return [f"{v.id}: {v.status}: {v.status_reason}" for v in variants if not v.servable]
@@ -90,7 +95,7 @@ def _precision_gate(
     drop = round(ref - mine, _DROP_DIGITS)
     if drop <= limit:
         return v.model_copy(update=reset | {"precision_drop": drop})
-    metric = METRIC_NAMES[v.accuracy.metric if v.accuracy else "top1"]
+    metric = metric_name(v)
     reason = (
         f"{v.precision} {metric} {mine:.4f} is {drop * 100:.2f} points below {FP32} "
         f"{ref:.4f} (limit {limit * 100:.2f}): rejected on this device"
@@ -131,7 +136,7 @@ def _dominated_reason(
         if o_acc > acc or any(o_lat[m] < lat[m] for m in common):
             mode = power_mode if power_mode in common else common[0]
             return (
-                f"dominated by {o.id} on this device: top-1 {o_acc:.4f} vs {acc:.4f}, "
+                f"dominated by {o.id} on this device: {metric_name(v)} {o_acc:.4f} vs {acc:.4f}, "
                 f"p50 {o_lat[mode]:.3g} ms vs {lat[mode]:.3g} ms ({mode})"
             )
     return None

@@ -120,5 +120,6 @@ def letterbox(rgb: np.ndarray, size: int, pad_value: int = 114) -> tuple[np.ndar
 def to_tensor(img: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 -> (1, 3, H, W) contiguous float32 in 0..1 (RGB channel order)."""
     _check_rgb(img)
-    chw = img.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255.0)
-    return np.ascontiguousarray(chw, dtype=np.float32)
+    out = np.empty((1, 3, *img.shape[:2]), dtype=np.float32)
+    np.multiply(img.transpose(2, 0, 1), np.float32(1 / 255), out=out[0])  # one pass
+    return out

@@ -77,6 +77,8 @@ class Preprocess:
         return self.to_batch(self.decode(data))[0]
 
     def _normalise(self, x: np.ndarray) -> np.ndarray:
+        if all(m == 0.0 for m in self.mean) and all(s == 1.0 for s in self.std):
+            return x  # 0..1 already (YOLO exports): no copy
         mean = np.asarray(self.mean, dtype=np.float32).reshape(1, -1, 1, 1)
         std = np.asarray(self.std, dtype=np.float32).reshape(1, -1, 1, 1)
         return ((x - mean) / std).astype(np.float32)
