@@ -308,6 +308,8 @@ def timeline(runs: Sequence[Any], scenarios: Sequence[Any], rows: Sequence[Phase
     import matplotlib.pyplot as plt
 
     first = [next(r for r in runs if r.scenario == sc.name) for sc in scenarios]
+    top = max(acc.values()) + 0.006  # the axis follows the family's scores
+    low = min(acc.values()) - 0.005
     fig, axes = plt.subplots(len(first), 1, figsize=(11, 2.6 * len(first)), squeeze=False)
     for ax, run, sc in zip(axes[:, 0], first, scenarios, strict=True):
         t0 = run.phase_t[0]
@@ -322,11 +324,11 @@ def timeline(runs: Sequence[Any], scenarios: Sequence[Any], rows: Sequence[Phase
         for r, (a, b) in zip(mine, itertools.pairwise(bounds), strict=False):
             ax.hlines(r.oracle_accuracy, a, b, colors="black", linestyles="dashed")
             ax.axvline(a, color="gray", lw=0.5)
-            ax.text(a + 0.2, 0.935, r.name, fontsize=7, va="top")
+            ax.text(a + 0.2, top - 0.001, r.name, fontsize=7, va="top")
         ax.axhline(mine[0].smallest_accuracy, color="gray", ls=":", label="static-smallest")
-        ax.set_ylim(min(mine[0].smallest_accuracy - 0.005, 0.89), 0.936)
+        ax.set_ylim(min(mine[0].smallest_accuracy - 0.005, low), top)
         ax.set_title(f"{sc.name} (budget {run.budget_ms:.3f} ms; dashed: oracle)", fontsize=9)
-        ax.set_ylabel("top-1 served")
+        ax.set_ylabel("score served")
     axes[-1, 0].set_xlabel("seconds")
     axes[0, 0].legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +217,7 @@ def adaptive(args: argparse.Namespace, sc: Scenario, rep: int, budget: float, da
         log, args.engines_dir, EDGE_LATENCY_BUDGET_MS=f"{budget:.4f}", EDGE_FAMILY=args.family
     )
     hog = Hog()
-    traffic = Load(server.url, run, data, sc.rate * args.rate_scale, sse=True)
+    traffic = Load(server.url, run, data, sc.rate, sse=True)
     try:
         time.sleep(3.0)  # warm, in MAXN: the first phase starts with the load running
         for phase in sc.phases:
@@ -350,7 +350,10 @@ def main() -> None:
     base = load_raw(raw)[0] if args.from_json else base_latency_ms(family_dir, catalog)
     smallest = fastest_by_profile(catalog, servable)
     print(f"{reference_id(catalog)} p50 here: {base:.4f} ms", flush=True)
-    scenarios = [*SCENARIOS, random_scenario(args.seed)]
+    scenarios = [
+        replace(sc, rate=sc.rate * args.rate_scale)
+        for sc in (*SCENARIOS, random_scenario(args.seed))
+    ]
     data = folder_frames(args.frames) if args.frames else frames()
     conditions = sorted({p.condition for sc in scenarios for p in sc.phases})
     if not args.from_json:
