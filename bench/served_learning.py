@@ -125,21 +125,22 @@ class Run:
     end_t: float = 0.0
 
 
-def reference_id(catalog: dict) -> str:
-    """base@fp32 where there is one, else the largest-input FP32 variant (a detector
-    family's reference)."""
-    ids = [v["id"] for v in catalog["variants"]]
-    if "base@fp32" in ids:
-        return "base@fp32"
-    fp32 = [v for v in catalog["variants"] if v["spec"]["precision"] == "fp32"]
-    return str(max(fp32, key=lambda v: v["spec"]["input_size"])["id"])
+def reference_id(family_dir: Path) -> str:
+    """base@fp32 where there is one, else the family's reference (a detector family's
+    largest-input FP32 variant, `compile.byo_eval.reference_of`)."""
+    from edge_service.compile.byo_eval import reference_of
+    from edge_service.repository import load_catalog
+
+    catalog = load_catalog(family_dir)
+    ids = {v.id for v in catalog.variants}
+    return "base@fp32" if "base@fp32" in ids else reference_of(catalog).id
 
 
 def base_latency_ms(family_dir: Path, catalog: dict) -> float:
     """The reference's p50 at batch 1 on one thread, calls spaced like a served stream."""
     from edge_service.repository import load_catalog
 
-    variant = load_catalog(family_dir).variant(reference_id(catalog))
+    variant = load_catalog(family_dir).variant(reference_id(family_dir))
     engine = open_engine(variant, family_dir, 1)
     size = variant.variant_spec.input_size
     channels = int(catalog["input"]["shape"][1])
@@ -349,7 +350,7 @@ def main() -> None:
     raw = args.out / f"{tag}.json"
     base = load_raw(raw)[0] if args.from_json else base_latency_ms(family_dir, catalog)
     smallest = fastest_by_profile(catalog, servable)
-    print(f"{reference_id(catalog)} p50 here: {base:.4f} ms", flush=True)
+    print(f"{reference_id(family_dir)} p50 here: {base:.4f} ms", flush=True)
     scenarios = [
         replace(sc, rate=sc.rate * args.rate_scale)
         for sc in (*SCENARIOS, random_scenario(args.seed))

@@ -41,7 +41,7 @@ from edge_service.compile.int8_scheme import OnDevice
 from edge_service.data.pipeline import Color, Preprocess, Resize
 from edge_service.device import Fingerprint
 from edge_service.device import current as current_device
-from edge_service.errors import BuildError
+from edge_service.errors import BuildError, EngineError
 from edge_service.fsutil import atomic_write_with, sha256_file
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.onnx_tools.shapes import fix_input_size
@@ -54,6 +54,7 @@ from edge_service.repository import (
     make_artifact,
     save_catalog,
 )
+from edge_service.runtime.detection import detect_layout
 from edge_service.runtime.ort_engine import OrtEngine
 from edge_service.variants import VariantSpec
 
@@ -157,15 +158,18 @@ def inspect_onnx(path: Path) -> OnnxModel:
 
 def check_detector_output(model: OnnxModel, classes: int) -> None:
     """Refuse, before anything is built, a detector whose output does not fit ``classes``
-    labels in either YOLO layout (the batch and anchor axes may be dynamic)."""
-    shape = model.output_shape
-    fits = len(shape) == 3 and (shape[1] == 4 + classes or shape[2] == 5 + classes)
-    if not fits:
+    labels in either YOLO layout (`runtime.detection.detect_layout`; a dynamic batch or
+    anchor axis matches no class count)."""
+    shape = tuple(d if isinstance(d, int) else -1 for d in model.output_shape)
+    try:
+        detect_layout((1, *shape[1:]) if len(shape) == 3 else shape, classes)
+    except EngineError as exc:
         raise BuildError(
-            f"{model.path.name}: output {list(shape)} does not fit {classes} labels: expected "
-            f"YOLOv8 [batch, {4 + classes}, anchors] or YOLOv5 [batch, anchors, {5 + classes}]; "
-            "pass the --labels file the model was trained with (one class per line)"
-        )
+            f"{model.path.name}: output {list(model.output_shape)} does not fit {classes} "
+            f"labels: expected YOLOv8 [batch, {4 + classes}, anchors] or YOLOv5 [batch, "
+            f"anchors, {5 + classes}]; pass the --labels file the model was trained with "
+            "(one class per line)"
+        ) from exc
 
 
 def plan_networks(models: list[OnnxModel], sizes: tuple[int, ...]) -> list[Network]:

@@ -60,9 +60,12 @@ class EvalSet:
             ) from exc
         return files[: self.limit] if self.limit else files
 
-    def truths(self, labels: list[str]) -> dict[Path, list[GroundTruth]] | None:
-        """Ground truth per frame (COCO JSON, else YOLO txt), or None without labels."""
-        files = self.files()
+    def truths(
+        self, labels: list[str], files: list[Path] | None = None
+    ) -> dict[Path, list[GroundTruth]] | None:
+        """Ground truth per frame of ``files`` (default: `files()`) from the COCO JSON,
+        else YOLO txt; None without labels."""
+        files = self.files() if files is None else files
         boxes: dict[Path, list[LabelBox]] | None
         if self.coco_json is not None:
             boxes = read_coco_json(self.coco_json, files, labels)
@@ -129,7 +132,7 @@ def score_family(
 ) -> Catalog:
     """The catalog with every ONNX Runtime variant's accuracy (or agreement) filled in."""
     files = eval_set.files()
-    truths = eval_set.truths(catalog.labels)
+    truths = eval_set.truths(catalog.labels, files)
     split = f"{eval_set.folder.name} ({len(files)} frames)"
     found: dict[str, list[list[Detection]]] = {}
     for v in catalog.variants:

@@ -30,8 +30,7 @@ import torch
 from torch import nn
 
 from edge_service.errors import BuildError
-from edge_service.fsutil import atomic_write_with
-from edge_service.onnx_tools.export import dynamo_export
+from edge_service.onnx_tools.export import checked_write, dynamo_export
 
 log = logging.getLogger(__name__)
 HeadKind = Literal["v8", "v5"]
@@ -286,11 +285,7 @@ def export_detector(model: YoloV8, path: Path, size: int = 640, dynamo: bool = F
         _smoke_test(tmp, model.num_classes, model.head)
 
     try:
-        atomic_write_with(path, write)
-    except BuildError:
-        raise
-    except Exception as exc:
-        raise BuildError(f"detector export to {path} failed: {exc}") from exc
+        checked_write(path, write, "detector export")
     finally:
         model.train(was_training)
     log.info("exported %s (opset %d, dynamic batch, height and width)", path, OPSET)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,21 @@ def export_onnx(
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(onnx.shape_inference.infer_shapes(proto), str(tmp))
 
+    checked_write(path, write, "ONNX export")
+    batch_desc = f"dynamic batch 1..{MAX_BATCH}" if dynamic_batch else "batch 1"
+    log.debug("exported %s (opset %d, %s)", path, OPSET, batch_desc)
+    return path
+
+
+def checked_write(path: Path, write: Callable[[Path], None], what: str) -> None:
+    """`atomic_write_with`, any failure but a BuildError reported as one naming ``what``
+    (the exporters raise anything from torch, onnx and ONNX Runtime)."""
     try:
         atomic_write_with(path, write)
     except BuildError:
         raise
     except Exception as exc:
-        raise BuildError(f"ONNX export to {path} failed: {exc}") from exc
-    batch_desc = f"dynamic batch 1..{MAX_BATCH}" if dynamic_batch else "batch 1"
-    log.debug("exported %s (opset %d, %s)", path, OPSET, batch_desc)
-    return path
+        raise BuildError(f"{what} to {path} failed: {exc}") from exc
 
 
 def dynamo_export(

@@ -20,6 +20,7 @@ from edge_service.server.inference import (
     decode_frames,
     elapsed_ms,
     observe,
+    output_rows,
     run_job,
 )
 from edge_service.server.schemas import (
@@ -109,12 +110,10 @@ def default_k(service: Service) -> int:
 def frame_results(
     service: Service, results: list[BatchResult], job: FrameJob, k: int
 ) -> list[FrameResult]:
-    """Labels (or detections) per frame, from the batched outputs in row order (row by row:
-    the chunks of a large batch may have run on variants of different input sizes, whose
-    detector outputs differ in shape)."""
+    """Labels (or detections) per frame, from the batched outputs in row order."""
     labels = service.catalog.labels
     out = []
-    rows = [r.output[j : j + 1] for r in results for j in range(r.output.shape[0])]
+    rows = output_rows(results)
     for i, row in enumerate(rows):
         if service.catalog.task == "detection":
             found = decode_detections(row, labels, max_detections=k, letterbox=job.geometry[i])

@@ -137,6 +137,12 @@ def _rows(job: FrameJob | TensorJob) -> int:
     return len(job.images) if isinstance(job, FrameJob) else int(job.tensor.shape[0])
 
 
+def output_rows(results: list[BatchResult]) -> list[np.ndarray]:
+    """Each frame's output, ``(1, ...)``, in row order across the chunks of a job (row by
+    row: chunks run at different input sizes give detector outputs of different shapes)."""
+    return [r.output[j : j + 1] for r in results for j in range(r.output.shape[0])]
+
+
 def elapsed_ms(started: float) -> float:
     """Milliseconds since ``started`` (a ``time.perf_counter()`` reading)."""
     return (time.perf_counter() - started) * 1e3

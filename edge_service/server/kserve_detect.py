@@ -22,6 +22,7 @@ from edge_service.errors import ConflictError
 from edge_service.runtime.batcher import BatchResult
 from edge_service.runtime.detection import decode_detections
 from edge_service.server.frames import MAX_DETECTIONS
+from edge_service.server.inference import output_rows
 from edge_service.server.v2codec import OutTensor
 
 DETECTION_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes")
@@ -58,7 +59,7 @@ def detection_tensors(
     wanted: list[tuple[str, bool]],
 ) -> list[OutTensor]:
     """The ``wanted`` (name, binary) decoded outputs for every row of ``results``."""
-    rows = [r.output[j : j + 1] for r in results for j in range(r.output.shape[0])]
+    rows = output_rows(results)
     k = MAX_DETECTIONS
     count = np.zeros((len(rows), 1), np.int32)
     boxes = np.zeros((len(rows), k, 4), np.float32)

@@ -11,8 +11,9 @@ import math
 import re
 import threading
 import time
+from collections import Counter as CountOf
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -60,14 +61,14 @@ class StreamStats:
     detections: dict[str, int] | None = None  # None until a detection answer is counted
     frames_with_detections: int = 0
 
-    def count_detections(self, frames: Sequence[Sequence[str]]) -> None:
-        """Each frame's answered labels (after NMS and the score threshold)."""
+    def count_detections(self, per_label: Mapping[str, int], frames_with: int) -> None:
+        """One answer's detections per label (after NMS and the score threshold), and how
+        many of its frames had any."""
         counts = self.detections if self.detections is not None else {}
+        for label, n in per_label.items():
+            counts[label] = counts.get(label, 0) + n
         self.detections = counts
-        for labels in frames:
-            self.frames_with_detections += bool(labels)
-            for label in labels:
-                counts[label] = counts.get(label, 0) + 1
+        self.frames_with_detections += frames_with
 
     def to_dict(self, latencies: list[float]) -> dict[str, object]:
         out: dict[str, object] = {
@@ -168,19 +169,17 @@ class Telemetry:
         self.request_seconds.labels(endpoint).observe(total_ms / 1e3)
         if engine_ms is not None:
             self.overhead_seconds.labels(endpoint).observe(max(0.0, total_ms - engine_ms) / 1e3)
+        counted = detections is not None and status == "ok"
+        per_label = CountOf(label for labels in detections or () for label in labels)
         now = time.time()
         with self._lock:
             if status == "ok":
                 self._recent.append((now, total_ms))
             if stream is not None:
                 stats = self._stream(stream, now, variant, status, frames, total_ms)
-                if detections is not None and status == "ok":
-                    stats.count_detections(detections)
-        if detections is not None and status == "ok":
-            per_label: dict[str, int] = {}
-            for labels in detections:
-                for label in labels:
-                    per_label[label] = per_label.get(label, 0) + 1
+                if counted:
+                    stats.count_detections(per_label, sum(map(bool, detections or ())))
+        if counted:
             for label, n in per_label.items():
                 self.detections.labels(label).inc(n)
 
