@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         "before a voluntary move to it (step-up)",
     )
     probe_runs: int = Field(24, ge=4, le=1000, description="engine calls per shadow run")
+    thread_fallback: bool = Field(
+        True,
+        description="run CPU engines at fewer threads while other processes hold the cores "
+        "(a preempted intra-op thread stalls every call)",
+    )
     cpu_pressure_high: float = Field(0.85, gt=0.0, le=1.0)
     mem_pressure_high: float = Field(0.90, gt=0.0, le=1.0)
     events_kept: int = Field(256, ge=1)

@@ -244,6 +244,18 @@ class LatencyLearner:
         with self._lock:
             return self._contention_locked(processor, mode)
 
+    def raise_contention(self, processor: str, mode: str, at_least: float) -> float:
+        """Raise the processor's contention in ``mode`` to ``at_least`` at once (never
+        lower it), and return it: served calls that broke the budget back to back are
+        evidence enough that every engine on the processor slowed, before the one step
+        per call gets there. The served calls bring it down again if it overshot."""
+        if not (math.isfinite(at_least) and at_least > 0):
+            raise ValueError(f"contention must be a finite factor > 0, got {at_least}")
+        with self._lock:
+            c = max(self._contention_locked(processor, mode), _clamp(at_least))
+            self._contention[(processor, mode)] = self._last_contention[processor] = c
+            return c
+
     def forget(self, variant_ids: Iterable[str]) -> None:
         """Drop what was learned of these variants (their engine was rebuilt)."""
         gone = set(variant_ids)

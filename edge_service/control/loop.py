@@ -67,6 +67,7 @@ class AdaptationLoop:
         self.events = events
         self._period = period_s
         self._stop = threading.Event()
+        self._wake = threading.Event()  # tick now, not at the end of the period
         self._thread: threading.Thread | None = None
         self._context: Context | None = None
         self._decision: Decision | None = None
@@ -109,11 +110,21 @@ class AdaptationLoop:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop ticking and wait for the thread."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def wake(self) -> None:
+        """Tick now rather than at the end of the period (a served call just showed a
+        violation): safe from any thread, and cheap (the request path calls it)."""
+        self._wake.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self._period):
+        while True:
+            self._wake.wait(self._period)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.tick()
             except Exception:  # the loop must outlive any one bad tick

@@ -232,6 +232,14 @@ class Predictor:
             estimate.variant_id, estimate.mode, processor, observed_ms, shadow=shadow
         )
 
+    def raise_contention(self, estimate: Estimate, factor: float) -> float:
+        """Raise the contention on ``estimate``'s processor, in its mode, to ``factor``
+        times what ``estimate`` was made with (never lower it); the contention now."""
+        processor = self._key(estimate.variant_id)
+        return self._learner.raise_contention(
+            processor, estimate.mode, estimate.correction * factor
+        )
+
     def correction(self, variant_id: str, mode: str = DEFAULT_POWER_MODE) -> float:
         """The contention factor now applied to ``variant_id``'s processor in ``mode``."""
         return self._learner.contention(self._key(variant_id), mode)

@@ -50,8 +50,9 @@ class Strategy(Protocol):
         """The latency expected of ``variant_id`` (last context), if known."""
         ...
 
-    def observe(self, variant_id: str, observed_ms: float) -> None:
-        """One observed engine time of ``variant_id`` (may be ignored)."""
+    def observe(self, variant_id: str, observed_ms: float) -> bool:
+        """One observed engine time of ``variant_id`` (may be ignored); True when it calls
+        for a decision now (the served variant broke the budget beyond doubt)."""
         ...
 
     def probe_candidate(self, exclude: frozenset[str] = frozenset()) -> str | None:
@@ -109,8 +110,9 @@ class PressureStrategy:
         c = self._candidates.get(variant_id)
         return c.latency_ms if c else None
 
-    def observe(self, variant_id: str, observed_ms: float) -> None:
+    def observe(self, variant_id: str, observed_ms: float) -> bool:
         """The pressure rule does not learn."""
+        return False
 
     def probe_candidate(self, exclude: frozenset[str] = frozenset()) -> str | None:
         """The pressure rule does not measure before moving."""

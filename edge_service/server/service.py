@@ -41,6 +41,7 @@ from edge_service.server.background import BackgroundBuild, CatalogWatcher
 from edge_service.server.broadcast import Broadcaster
 from edge_service.server.power import ModeChange, PowerControl
 from edge_service.server.telemetry import StateCollector, Telemetry
+from edge_service.server.threads import ThreadFallback
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class Service:
     watcher: CatalogWatcher | None = None
     engine_memory: EngineMemory  # the preloader's costs, by the catalog served now
     learner: LatencyLearner = field(default_factory=LatencyLearner)  # outlives strategies
+    fallback: ThreadFallback | None = None  # fewer engine threads under a CPU competitor
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
         """How a request becomes one variant's input (its own resolution); without a
@@ -113,7 +115,7 @@ class Service:
             before = change.previous.name if change.previous else "?"
             self._power_event(f"power mode {before} -> {change.current.name}", None)
             self.pool.set_loader(
-                engine_loader(self.catalog, self.settings.family_dir, change.threads)
+                engine_loader(self.catalog, self.settings.family_dir, self.engine_threads)
             )
             self.pool.reload()
             self.source.invalidate_power_mode()
@@ -150,7 +152,7 @@ class Service:
             self._preprocess = {}
             self.engine_memory.catalog = catalog
             self.pool.set_loader(
-                engine_loader(catalog, self.settings.family_dir, self.power.threads)
+                engine_loader(catalog, self.settings.family_dir, self.engine_threads)
             )
             now = {v.id: v.artifact.sha256 for v in catalog.variants}
             self.learner.forget(v for v, sha in now.items() if before.get(v) not in (None, sha))
@@ -170,7 +172,7 @@ class Service:
     def explore_if_safe(self) -> None:
         """Let the loop measure standby variants by shadow runs where that does not slow
         the served engine (`shadow_runs_are_safe`), at the engines' thread count now."""
-        threads = self.power.threads or len(usable_cores())
+        threads = self.engine_threads or len(usable_cores())
         backends = {v.backend for v in self.catalog.variants if v.status == "servable"}
         safe = shadow_runs_are_safe(threads, backends)
         self.loop.set_prober(self.shadow_run if safe else None)
@@ -181,9 +183,44 @@ class Service:
                 threads,
             )
 
+    @property
+    def engine_threads(self) -> int:
+        """Intra-op threads engines load with now (0: the runtime picks): the power mode's,
+        or fewer while other processes hold the cores (`edge_service.server.threads`)."""
+        cap = self.fallback.cap if self.fallback is not None else None
+        mode = self.power.threads
+        return mode if cap is None else min(cap, mode or len(usable_cores()))
+
+    def mode_threads(self) -> int:
+        """The threads the power mode gives each engine (every usable core for 0)."""
+        return self.power.threads or len(usable_cores())
+
+    def cpu_engines(self) -> bool:
+        """True when a servable engine runs on ONNX Runtime's CPU threads."""
+        return any(
+            v.backend != "tensorrt" for v in self.catalog.variants if v.status == "servable"
+        )
+
+    def set_engine_threads(self, cap: int | None, reason: str) -> bool:
+        """Reload the engines at ``cap`` threads (None: the mode's), as the thread fallback
+        asks; False, changing nothing, while an operator call holds the service (the next
+        tick asks again)."""
+        if not self._ops_lock.acquire(blocking=False):
+            return False
+        try:
+            threads = self.power.threads if cap is None else cap
+            self.pool.set_loader(engine_loader(self.catalog, self.settings.family_dir, threads))
+            self.pool.reload()
+            self.events.append(AdaptationEvent.note("threads", reason, self.pool.active_id))
+            self.explore_if_safe()  # one thread per engine: shadow runs are safe now
+        finally:
+            self._ops_lock.release()
+        return True
+
     def observe_served(self, variant_id: str, engine_ms: float) -> None:
         """One batch-1 engine call served: what the controller learns latency from."""
-        self.loop.strategy.observe(variant_id, engine_ms)
+        if self.loop.strategy.observe(variant_id, engine_ms):
+            self.loop.wake()
 
     def ready_for(self, variant_id: str | None = None) -> bool:
         """An engine is loaded, and ``variant_id`` (if named) is not marked unhealthy."""
@@ -337,6 +374,11 @@ def start_service(
     if pool.ready:
         service.warm_up()
     service.explore_if_safe()
+    if settings.thread_fallback:
+        service.fallback = ThreadFallback(
+            service.set_engine_threads, service.mode_threads, service.cpu_engines
+        )
+        loop.listen(service.fallback.on_tick)
     service.watcher = CatalogWatcher(
         settings.family_dir, service.reload_catalog, settings.catalog_poll_s
     )

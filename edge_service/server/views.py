@@ -159,7 +159,7 @@ class StatusView:
             previous=change.previous.to_dict() if change and change.previous else None,
             current=current.to_dict() if current else {},
             emulated=service.power.emulated,
-            threads=service.power.threads,
+            threads=service.engine_threads,
             cores=list(change.cores) if change and change.cores else None,
             active_variant=service.pool.active_id,
             modes=service.power.modes(),

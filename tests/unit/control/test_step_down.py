@@ -1,0 +1,139 @@
+"""Step-down on what was served: calls over the budget back to back break the served
+variant at once, whatever its prediction says, and raise the contention so the step down
+lands where it fits; the loop is woken to act on them now, not at the end of its period."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+from support import PROFILED, ConstantEngine, mode_context
+
+from edge_service.control.budget_strategy import (
+    OVER_STREAK,
+    STREAK_STALE_S,
+    BudgetStrategy,
+    Exploration,
+)
+from edge_service.control.events import EventLog
+from edge_service.control.learner import LatencyLearner
+from edge_service.control.limits import Policy
+from edge_service.control.loop import AdaptationLoop
+from edge_service.control.predictor import Predictor
+from edge_service.monitor.replay import ReplaySource
+from edge_service.runtime.pool import EnginePool
+
+BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
+WAIT_S = 30.0  # a bound on waiting for the loop thread, never an expected speed
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def serving_base(budget: float | None = 3.0) -> tuple[BudgetStrategy, Clock]:
+    """A budget strategy in MAXN serving base (its profile fits the budget well), with a
+    long cooldown: only a violation can move it."""
+    clock = Clock()
+    predictor = Predictor(PROFILED, "dev", learner=LatencyLearner(clock=clock))
+    policy = Policy(latency_budget_ms=budget, cooldown_s=60.0)
+    s = BudgetStrategy(predictor, policy, Exploration(enabled=True))
+    assert s.decide(mode_context(0.0, "MAXN"), None, None).variant_id == BASE
+    return s, clock
+
+
+def test_two_served_calls_over_the_budget_back_to_back_step_down_at_once() -> None:
+    s, clock = serving_base()
+    assert s.estimate_of(BASE).p99_ms < 3.0  # type: ignore[union-attr]  # predicted to fit
+    assert OVER_STREAK == 2
+    assert s.observe(BASE, 3.5) is False  # one slow call: no evidence yet
+    clock.t = 0.05
+    assert s.observe(BASE, 3.6) is True  # the second in a row: decide now
+    down = s.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
+    assert down.changed and down.variant_id == DW
+    assert down.violations  # a forced move, not a voluntary one
+    assert "2 served calls in a row over the budget (3.5, 3.6 ms)" in down.reason
+
+
+def test_the_step_down_predicts_every_variant_slower_by_what_the_calls_showed() -> None:
+    s, _ = serving_base()
+    before = s.estimate_of(DW).p99_ms  # type: ignore[union-attr]
+    base_p99 = s.estimate_of(BASE).p99_ms  # type: ignore[union-attr]
+    s.observe(BASE, 3.5)
+    s.observe(BASE, 3.6)
+    s.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
+    after = s.estimate_of(DW)
+    assert after is not None
+    # base was predicted ~1.2 ms and ran 3.5 ms: the processor is ~3x slower for every variant
+    assert after.correction == pytest.approx(3.5 / base_p99, rel=0.1)
+    assert after.p99_ms > 2 * before
+    assert s.estimate_of(BASE).p99_ms >= 3.5  # type: ignore[union-attr]
+
+
+def test_slow_calls_that_are_not_back_to_back_move_nothing() -> None:
+    s, _ = serving_base()
+    for ms in (3.5, 1.0, 3.5, 1.1, 3.7):
+        assert s.observe(BASE, ms) is False
+    stay = s.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
+    assert not stay.changed and stay.variant_id == BASE
+    assert s.estimate_of(BASE).correction < 1.5  # type: ignore[union-attr]
+
+
+def test_a_streak_is_used_once_and_only_for_the_variant_that_ran_it() -> None:
+    s, _ = serving_base()
+    s.observe(BASE, 3.5)
+    s.observe(BASE, 3.6)
+    # the streak was base's: a decision about dw (served now, say) takes nothing from it
+    assert not s.decide(mode_context(0.1, "MAXN"), DW, 0.0).violations
+    s.observe(BASE, 3.5)
+    s.observe(BASE, 3.6)
+    assert s.decide(mode_context(0.2, "MAXN"), BASE, 0.0).changed
+
+
+def test_a_stale_streak_is_no_evidence_about_now() -> None:
+    s, clock = serving_base()
+    s.observe(BASE, 3.5)
+    s.observe(BASE, 3.6)
+    clock.t = STREAK_STALE_S + 1.0
+    stay = s.decide(mode_context(clock.t, "MAXN"), BASE, 0.0)
+    assert not stay.changed and not stay.violations
+
+
+def test_without_a_latency_budget_no_call_makes_a_streak() -> None:
+    s, _ = serving_base(budget=None)
+    assert not any(s.observe(BASE, 50.0) for _ in range(10))
+
+
+def test_raised_contention_never_falls_below_what_it_was() -> None:
+    learner = LatencyLearner()
+    assert learner.raise_contention("cpu", "MAXN", 2.0) == 2.0
+    assert learner.raise_contention("cpu", "MAXN", 1.5) == 2.0
+    assert learner.contention("cpu", "MAXN") == 2.0
+    assert learner.contention("cpu", "MIN") == 2.0  # a new mode starts from the last one
+    with pytest.raises(ValueError, match="contention"):
+        learner.raise_contention("cpu", "MAXN", math.nan)
+
+
+def test_a_woken_loop_ticks_at_once_not_at_the_end_of_its_period() -> None:
+    s, clock = serving_base()
+    source = ReplaySource([mode_context(float(i), "MAXN") for i in range(10)], clock=clock)
+    loop = AdaptationLoop(
+        source=source, pool=EnginePool(ConstantEngine), strategy=s, events=EventLog(16),
+        period_s=3600.0,
+    )  # fmt: skip
+    loop.start()
+    try:
+        assert loop.state().ticks == 1  # start() decides once
+        loop.wake()
+        deadline = time.monotonic() + WAIT_S
+        while loop.state().ticks < 2:
+            assert time.monotonic() < deadline, "the woken loop did not tick"
+            time.sleep(0.005)
+    finally:
+        loop.stop()
+    assert loop.state().ticks == 2
