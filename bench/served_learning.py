@@ -340,11 +340,16 @@ def main() -> None:
     parser.add_argument(
         "--from-json", action="store_true", help="report again from OUT/served_learning.json"
     )
+    parser.add_argument("--only", help="run the scenarios whose name contains this (a check)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     family_dir = args.engines_dir / args.family
     catalog = json.loads((family_dir / "catalog.json").read_text())
-    acc = {v["id"]: v["accuracy"]["value"] for v in catalog["variants"]}
+    from edge_service.repository import load_catalog
+
+    acc = {  # the catalog's reader: an older catalog's {"top1": x} reads too
+        v.id: v.accuracy.value for v in load_catalog(family_dir).variants if v.accuracy
+    }
     servable = [v["id"] for v in catalog["variants"] if v.get("status", "servable") == "servable"]
     tag = "served_learning" + ("" if args.family == "fashion" else f"_{args.family}")
     raw = args.out / f"{tag}.json"
@@ -354,6 +359,7 @@ def main() -> None:
     scenarios = [
         replace(sc, rate=sc.rate * args.rate_scale)
         for sc in (*SCENARIOS, random_scenario(args.seed))
+        if args.only is None or args.only in sc.name
     ]
     data = folder_frames(args.frames) if args.frames else frames()
     conditions = sorted({p.condition for sc in scenarios for p in sc.phases})

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         20.0, ge=0.0, description="on SIGTERM: the longest wait for requests in flight"
     )
+    switch_interval_ms: float = Field(
+        0.5,
+        gt=0.0,
+        le=100.0,
+        description="the interpreter's thread switch interval: the longest an engine call "
+        "that finished waits for a thread running Python (CPython's default is 5 ms)",
+    )
     background_build: bool = Field(
         False,
         description="serve builds the family: the first engine before it binds, the "
