@@ -115,7 +115,8 @@ def phase_results(
         reqs = [r for r in run.requests if start <= r[0] < end]
         ok = [r for r in reqs if r[2] == 200]
         engine = np.array([r[4] for r in ok])
-        sweep = sweeps[phase.condition]
+        # the oracle at this scenario's load (older raw runs swept one load for all)
+        sweep = sweeps.get((*phase.condition, scenario.rate)) or sweeps[phase.condition]
         oracle, _ = oracle_pick(sweep, acc, run.budget_ms)
         first = _served_before(run, t0)
         discovery, found = _discovery(run, t0, end, first, acc, acc[oracle])
@@ -185,7 +186,8 @@ def _header(runs: Sequence[Any], scenarios: Sequence[Any], base_ms: float, small
         "on a fresh server (nothing learned). Engine time per request against the budget; "
         "a phase's first second is not scored; one request per engine call "
         "(EDGE_BATCH_MAX_SIZE=1). Oracle: every servable variant pinned in each "
-        "phase's conditions under the same load, the most accurate with <= 1% over.",
+        "phase's conditions under the same load (the scenario's rate), the most accurate "
+        "with <= 1% over.",
         "",
         "| scenario | phases | load | budget |",
         "|---|---|---|---|",

@@ -50,8 +50,7 @@ from edge_service.runtime.loader import open_engine
 
 HERE = Path(__file__).resolve().parent
 SETTLE_S = 1.0
-SWEEP_S = 8.0  # per variant and condition, for the oracle (~300 requests: 1% is 3 of them)
-SWEEP_RATE = 40.0
+SWEEP_S = 8.0  # per variant and condition, for the oracle (240-480 requests: 1% is 2-5)
 
 
 @dataclass(frozen=True)
@@ -246,20 +245,21 @@ class Sweep:
 
 
 def oracle_sweep(
-    args: argparse.Namespace, conditions: Sequence[tuple[str, bool]], variants: list[str],
+    args: argparse.Namespace, conditions: Sequence[tuple[str, bool, float]], variants: list[str],
     data: list,
-) -> dict[tuple[str, bool], Sweep]:  # fmt: skip
-    """Pin every variant in every condition under load; keep its engine times."""
-    out: dict[tuple[str, bool], Sweep] = {}
+) -> dict[tuple[str, bool, float], Sweep]:  # fmt: skip
+    """Pin every variant in every condition (mode, competitor, load: a scenario's rate,
+    since the load itself slows the engine calls) under load; keep its engine times."""
+    out: dict[tuple[str, bool, float], Sweep] = {}
     server = Server(args.out / "learning-oracle.log", args.engines_dir, EDGE_FAMILY=args.family)
     try:
-        for mode, hogged in conditions:
+        for mode, hogged, rate in conditions:
             server.mode(mode)
             hog = Hog()
             if hogged:
                 hog.start()
-            sweep = out[(mode, hogged)] = Sweep()
-            traffic = Load(server.url, sweep, data, SWEEP_RATE * args.rate_scale)
+            sweep = out[(mode, hogged, rate)] = Sweep()
+            traffic = Load(server.url, sweep, data, rate)
             try:
                 for vid in variants:
                     server.ctl.post("/v1/pin", json={"variant": vid}).raise_for_status()
@@ -272,7 +272,7 @@ def oracle_sweep(
             finally:
                 traffic.stop()
                 hog.stop()
-            print(f"  oracle sweep {mode}{' + hog' if hogged else ''}: done", flush=True)
+            print(f"  oracle sweep {mode}{' + hog' if hogged else ''} {rate:g}/s: done", flush=True)
     finally:
         server.stop()
     return out
@@ -291,19 +291,21 @@ def save_raw(path: Path, base: float, runs: list[Run], sweeps: dict) -> None:
     doc = {
         "base_ms": base,
         "runs": [r.__dict__ for r in runs],
-        "sweeps": {f"{m}|{int(h)}": s.times for (m, h), s in sweeps.items()},
+        "sweeps": {
+            "|".join(map(str, (m, int(h), *r))): s.times for (m, h, *r), s in sweeps.items()
+        },
     }
     path.write_text(json.dumps(doc, default=str))
 
 
-def load_raw(path: Path) -> tuple[float, list[Run], dict[tuple[str, bool], Sweep]]:
+def load_raw(path: Path) -> tuple[float, list[Run], dict[tuple[Any, ...], Sweep]]:
     """What `save_raw` wrote: the base latency, the runs and the oracle sweeps."""
     doc = json.loads(path.read_text())
     runs = [Run(**r) for r in doc["runs"]]
     sweeps = {}
     for key, times in doc["sweeps"].items():
-        mode, hog = key.split("|")
-        sweeps[(mode, hog in ("1", "True"))] = Sweep(times=times)
+        mode, hog, *rate = key.split("|")  # older runs: one load for every scenario
+        sweeps[(mode, hog in ("1", "True"), *map(float, rate))] = Sweep(times=times)
     return doc["base_ms"], runs, sweeps
 
 
@@ -362,7 +364,7 @@ def main() -> None:
         if args.only is None or args.only in sc.name
     ]
     data = folder_frames(args.frames) if args.frames else frames()
-    conditions = sorted({p.condition for sc in scenarios for p in sc.phases})
+    conditions = sorted({(*p.condition, sc.rate) for sc in scenarios for p in sc.phases})
     if not args.from_json:
         print(f"oracle: {len(servable)} variants x {len(conditions)} conditions", flush=True)
         sweeps = oracle_sweep(args, conditions, servable, data)

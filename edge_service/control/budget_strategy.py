@@ -220,6 +220,20 @@ class BudgetStrategy:
         shadow = self._predictor.learner.last_shadow(variant_id, self._mode_name())
         return shadow is not None and shadow > left[0]
 
+    def new_regime(self) -> None:
+        """The board changed under the same power mode (a competitor came or went, the
+        engines' threads changed): the holds, the backoff, the measuring schedule, the
+        served calls' record and the stalls describe the board as it was, so they go,
+        as on a power-mode change. What each variant costs stays learned."""
+        with self._lock:
+            self._held_until.clear()
+            self._backoff_s.clear()
+            self._left_at.clear()
+            self._probes = _Probes({}, {}, {})
+            self._served.clear()
+            self._streak = (None, [])
+        self._predictor.learner.forget_stalls()
+
     def set_measuring(self, on: bool) -> None:
         """Whether shadow runs can measure variants now: exploration needs them, so
         without them (no prober, or a mode where they would slow the served engine) a

@@ -4,8 +4,9 @@ Besides variant switches (``kind="adaptation"``) the log records what an operato
 the event stream should know about the board: the monitor failing over to another source
 or losing the board altogether (``kind="monitor"``), and power mode switches, failed ones
 included (``kind="power_mode"``), a new catalog taken while serving (``kind="catalog"``),
-and engines reloaded at fewer threads while other processes hold the cores, or back at
-the mode's count (``kind="threads"``).
+engines reloaded at fewer threads while other processes hold the cores, or back at the
+mode's count (``kind="threads"``), and a CPU competitor that came or went, after which the
+controller forgets its holds and recent stalls (``kind="contention"``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 log = logging.getLogger(__name__)
-EventKind = Literal["adaptation", "monitor", "power_mode", "catalog", "threads"]
+EventKind = Literal["adaptation", "monitor", "power_mode", "catalog", "threads", "contention"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -256,6 +256,13 @@ class LatencyLearner:
             self._contention[(processor, mode)] = self._last_contention[processor] = c
             return c
 
+    def forget_stalls(self) -> None:
+        """Drop the recorded stalls (a competitor came or went, the engines' threads
+        changed): they describe the board as it was; new served calls rebuild the tail."""
+        with self._lock:
+            self._stalls.clear()
+            self._tail_cache.clear()
+
     def forget(self, variant_ids: Iterable[str]) -> None:
         """Drop what was learned of these variants (their engine was rebuilt)."""
         gone = set(variant_ids)

@@ -72,6 +72,11 @@ class Strategy(Protocol):
         them a voluntary move trusts the prediction."""
         ...
 
+    def new_regime(self) -> None:
+        """The board changed under the same power mode (a competitor came or went): forget
+        what described the board as it was (holds, backoff, recent stalls)."""
+        ...
+
 
 class PressureStrategy:
     """Most accurate unless CPU or memory pressure is high, then the fastest."""
@@ -127,6 +132,9 @@ class PressureStrategy:
 
     def set_measuring(self, on: bool) -> None:
         """The pressure rule does not measure before moving."""
+
+    def new_regime(self) -> None:
+        """The pressure rule keeps no state about the board."""
 
 
 def around(order: list[str], variant_id: str) -> list[str]:

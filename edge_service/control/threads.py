@@ -16,6 +16,10 @@ minus what this process used itself (`others = load x cores - own`, smoothed ove
 threads are taken at once; more only after ``restore_s`` of the cores being free, so a
 competitor that pauses for a moment does not make the engines reload twice.
 
+A competitor that comes or goes (the others' load moves by ``shift_cores`` since the last
+such move) is also a new regime for the controller (`shifted`): the stalls it recorded
+and the variants it backed off from describe the board as it was.
+
 Pure logic with the time passed in; `edge_service.server.threads` feeds it and reloads
 the engines.
 """
@@ -35,9 +39,10 @@ class ThreadGuardConfig:
 
     smooth_s: float = 0.5
     restore_s: float = 3.0
+    shift_cores: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("smooth_s", "restore_s"):
+        for name in ("smooth_s", "restore_s", "shift_cores"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"thread guard {name} must be a finite number >= 0, got {value}")
@@ -52,6 +57,8 @@ class ThreadGuard:
         self._t: float | None = None
         self._cap: int | None = None  # None: the mode's own count
         self._free_since: float | None = None  # since when the cores would allow more
+        self._regime: float | None = None  # the others' load at the last shift
+        self.shifted = False  # the last update moved the others' load by shift_cores
 
     @property
     def others(self) -> float:
@@ -64,11 +71,15 @@ class ThreadGuard:
         """Fold one reading in (at time ``t``: ``busy_cores`` of the ``cores`` busy, of which
         ``own_cores`` were this process) and return the threads engines should run, at
         most ``mode_threads``."""
+        others = self._smooth(t, max(0.0, busy_cores - own_cores))
+        if self._regime is None:
+            self._regime = others
+        self.shifted = abs(others - self._regime) >= self.config.shift_cores
+        if self.shifted:
+            self._regime = others
         if mode_threads <= 1 or cores <= 1:
             self._cap, self._free_since = None, None
-            self._smooth(t, 0.0)
             return max(1, mode_threads)
-        others = self._smooth(t, max(0.0, busy_cores - own_cores))
         fit = min(mode_threads, max(1, math.floor(cores - others + 0.5)))
         now = mode_threads if self._cap is None else min(self._cap, mode_threads)
         if fit < now:

@@ -5,13 +5,10 @@ Built in the app's lifespan from Settings (never at import time) and torn down w
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from edge_service.buildstate import read_progress
 from edge_service.config import Settings
@@ -34,11 +31,10 @@ from edge_service.monitor.select import open_source
 from edge_service.monitor.source import MonitorSource
 from edge_service.repository import Catalog, load_catalog
 from edge_service.runtime.batcher import MicroBatcher
-from edge_service.runtime.engine import Engine
-from edge_service.runtime.loader import open_engine
 from edge_service.runtime.pool import EnginePool
 from edge_service.server.background import BackgroundBuild, CatalogWatcher
 from edge_service.server.broadcast import Broadcaster
+from edge_service.server.engines import batch_limit, blank_png, engine_loader
 from edge_service.server.power import ModeChange, PowerControl
 from edge_service.server.telemetry import StateCollector, Telemetry
 from edge_service.server.threads import ThreadFallback
@@ -88,7 +84,7 @@ class Service:
         """One request's path end to end (PNG decode, preprocess, engine), so the first
         real request does not pay for lazy imports and allocations."""
         with self.pool.lease() as (variant_id, engine):
-            engine.infer(self.preprocess(variant_id).from_bytes(_blank_png()))
+            engine.infer(self.preprocess(variant_id).from_bytes(blank_png()))
 
     def set_policy(self, policy: Policy) -> Decision | None:
         """Follow ``policy`` from now on; the loop decides with it at once."""
@@ -217,6 +213,14 @@ class Service:
             self._ops_lock.release()
         return True
 
+    def new_regime(self) -> None:
+        """A competitor came or went: the controller forgets what described the board as
+        it was (`Strategy.new_regime`), and says so."""
+        self.loop.strategy.new_regime()
+        others = self.fallback.guard.others if self.fallback is not None else 0.0
+        reason = f"CPU competition changed: other processes now use {others:.1f} cores"
+        self.events.append(AdaptationEvent.note("contention", reason, self.pool.active_id))
+
     def observe_served(self, variant_id: str, engine_ms: float) -> None:
         """One batch-1 engine call served: what the controller learns latency from."""
         if self.loop.strategy.observe(variant_id, engine_ms):
@@ -238,7 +242,7 @@ class Service:
         dropped."""
         with self.pool.lease(variant_id):
             pass
-        x = self.preprocess(variant_id).from_bytes(_blank_png())
+        x = self.preprocess(variant_id).from_bytes(blank_png())
         runs = self.settings.probe_runs + SHADOW_WARMUP
         times = self.batcher.shadow(
             variant_id, x, runs, gap_s=SHADOW_GAP_S, timeout_s=runs * SHADOW_GAP_S + 2.0
@@ -278,34 +282,11 @@ class Service:
         self.source.close()
 
 
-def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[[str], Engine]:
-    """A ``variant_id -> loaded Engine`` function over the repository (checksums verified)."""
-
-    def load(variant_id: str) -> Engine:
-        return open_engine(catalog.variant(variant_id), family_dir, threads)
-
-    return load
-
-
 SHADOW_WARMUP = 2  # calls of a shadow run not counted (caches, lazy allocations)
 # Shadow calls are spaced like a served stream: back to back, an engine runs warmer (hot
 # caches, its threads still spinning) than it will when serving, and the measurement
 # would promise a latency it then does not keep.
 SHADOW_GAP_S = 0.015
-
-
-@functools.cache
-def _blank_png() -> bytes:
-    """A small black PNG: what warm-up and shadow runs feed (latency does not depend on
-    the pixels); made once."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def start_service(
@@ -376,8 +357,9 @@ def start_service(
     service.explore_if_safe()
     if settings.thread_fallback:
         service.fallback = ThreadFallback(
-            service.set_engine_threads, service.mode_threads, service.cpu_engines
-        )
+            service.set_engine_threads, service.mode_threads, service.cpu_engines,
+            shift=service.new_regime,
+        )  # fmt: skip
         loop.listen(service.fallback.on_tick)
     service.watcher = CatalogWatcher(
         settings.family_dir, service.reload_catalog, settings.catalog_poll_s
@@ -408,10 +390,3 @@ def _warn_if_foreign(service: Service) -> None:
 def _current_mode_id(power: PowerControl) -> str | None:
     mode = power.current()
     return str(mode.id) if mode is not None else None
-
-
-def batch_limit(setting: int, batch_dim: int | str) -> int:
-    """Most rows per engine call: the setting, or the engines' fixed batch where their input
-    has one (a detector exported without dynamic axes takes one frame per call, and a
-    micro-batch of two would fail the engine)."""
-    return min(setting, batch_dim) if isinstance(batch_dim, int) and batch_dim >= 1 else setting

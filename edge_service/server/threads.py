@@ -29,7 +29,8 @@ class ThreadFallback:
     ``apply(threads, reason)`` returns False when it could not act now (an operator call
     holds the service); the next tick asks again. ``mode_threads()`` is the power mode's
     count; ``cpu_engines()`` whether any servable engine runs on ONNX Runtime's CPU
-    threads."""
+    threads; ``shift()`` is called when a competitor came or went (a new regime for the
+    controller), the thread count moving or not."""
 
     def __init__(
         self,
@@ -38,10 +39,12 @@ class ThreadFallback:
         cpu_engines: Callable[[], bool],
         guard: ThreadGuard | None = None,
         *,
+        shift: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self._apply, self._mode_threads, self._cpu_engines = apply, mode_threads, cpu_engines
+        self._shift = shift
         self.guard = guard or ThreadGuard()
         self._clock, self._cpu_clock = clock, cpu_clock
         self._last: tuple[float, float] | None = None  # (wall, this process's CPU seconds)
@@ -57,7 +60,11 @@ class ThreadFallback:
         mode = self._mode_threads()
         cores = max(1, ctx.cpu_online)
         busy = ctx.cpu_load * cores
-        wanted = self.guard.update(now, busy, own, cores, mode) if self._cpu_engines() else mode
+        if not self._cpu_engines():
+            return
+        wanted = self.guard.update(now, busy, own, cores, mode)
+        if self.guard.shifted:
+            self._shift()
         cap = None if wanted >= mode else wanted
         if cap == self.cap:
             return

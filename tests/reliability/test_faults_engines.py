@@ -41,7 +41,8 @@ from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
 from edge_service.repository import Catalog, load_catalog, verified_artifact_path
 from edge_service.runtime.engine import Engine
-from edge_service.server.service import Service, engine_loader, start_service
+from edge_service.server.engines import engine_loader
+from edge_service.server.service import Service, start_service
 
 # --- an engine file corrupted on disk -------------------------------------------------------
 

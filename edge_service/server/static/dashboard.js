@@ -564,8 +564,13 @@
       if (e.error) tr.classList.add("error-row");
       if (i < fresh) tr.classList.add("fresh");
       const change = el("td", "mono");
-      change.append(el("span", "variant", e.from_variant || "start"), el("span", "arrow", "→"),
-        el("span", "variant", e.to_variant));
+      if (e.kind && e.kind !== "adaptation") { // a board event: the variant stays
+        change.append(el("span", "kind", e.kind.replace("_", " ")), el("span", "arrow", "·"),
+          el("span", "variant", e.to_variant || "—"));
+      } else {
+        change.append(el("span", "variant", e.from_variant || "start"), el("span", "arrow", "→"),
+          el("span", "variant", e.to_variant));
+      }
       const reason = el("td", "", e.reason || "");
       if (e.error) reason.appendChild(el("span", "error", e.error));
       const lat = `${msText(e.predicted_latency_ms)} / ${msText(e.observed_latency_ms)}`;

@@ -137,3 +137,27 @@ def test_a_woken_loop_ticks_at_once_not_at_the_end_of_its_period() -> None:
     finally:
         loop.stop()
     assert loop.state().ticks == 2
+
+
+def test_a_new_regime_lifts_the_holds_and_forgets_the_stalls() -> None:
+    s, clock = serving_base()
+    s.observe(BASE, 3.5)
+    s.observe(BASE, 3.6)
+    assert s.decide(mode_context(0.1, "MAXN"), BASE, 0.0).variant_id == DW
+    for _ in range(64):  # served calls with stalls: a tail that bounds every p99
+        clock.t += 0.01
+        s.observe(DW, 0.3)
+        s.observe(DW, 2.9)
+    s.decide(mode_context(clock.t, "MAXN"), DW, 0.0)
+    assert s.estimate_of(BASE).p99_ms > 3.0  # type: ignore[union-attr]
+    for _ in range(200):  # the competitor left: the served calls say so
+        clock.t += 0.01
+        s.observe(DW, 0.3)
+    s.decide(mode_context(clock.t, "MAXN"), DW, -100.0)
+    s.shadow(BASE, [1.0] * 48)  # and base measures well again
+    held = s.decide(mode_context(clock.t, "MAXN"), DW, -100.0)
+    assert held.variant_id == DW  # still held, and its p99 still carries the old stalls
+    s.new_regime()  # the board says the competitor left
+    back = s.decide(mode_context(clock.t, "MAXN"), DW, -100.0)
+    assert back.variant_id == BASE, back.reason
+    assert s.estimate_of(BASE).p99_ms < 3.0  # type: ignore[union-attr]

@@ -74,3 +74,24 @@ def test_config_refuses_a_negative_or_infinite_time(field: str) -> None:
         ThreadGuardConfig(**{field: -1.0})  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=field):
         ThreadGuardConfig(**{field: float("inf")})  # type: ignore[arg-type]
+
+
+def test_a_competitor_that_comes_or_goes_is_a_shift_and_noise_is_not() -> None:
+    g = guard()
+    g.update(0.0, 0.5, 0.3, 2, 2)
+    assert not g.shifted
+    g.update(0.1, 0.7, 0.3, 2, 2)  # 0.2 more of a core: noise
+    assert not g.shifted
+    g.update(0.2, 2.0, 0.3, 2, 2)  # a competitor on both cores
+    assert g.shifted
+    g.update(0.3, 2.0, 0.3, 2, 2)
+    assert not g.shifted  # the same competitor: no new shift
+    g.update(0.4, 0.5, 0.3, 2, 2)  # it left
+    assert g.shifted
+
+
+def test_a_single_thread_mode_still_sees_a_competitor_come_and_go() -> None:
+    g = guard()
+    g.update(0.0, 0.3, 0.3, 1, 1)
+    g.update(0.1, 1.0, 0.1, 1, 1)
+    assert g.shifted and g.others == pytest.approx(0.9)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_service.server.service import batch_limit
+from edge_service.server.engines import batch_limit
 
 
 @pytest.mark.parametrize(

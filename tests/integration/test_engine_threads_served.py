@@ -87,6 +87,8 @@ def test_engines_drop_to_one_thread_while_the_cores_are_taken_and_get_them_back(
     assert service.engine_threads == 2 and _engine_threads(service) == 2
     assert service.loop._prober is None  # two threads per engine: no shadow runs
 
+    ticks = service.loop.state().ticks
+    _wait("the calm board read", lambda: service.loop.state().ticks >= ticks + 3)
     board.load = 1.0  # every core busy, and not with this process's work
     _wait("the engines at one thread", lambda: service.engine_threads == 1)
     _wait("the reloaded engine", lambda: _engine_threads(service) == 1)
@@ -95,6 +97,8 @@ def test_engines_drop_to_one_thread_while_the_cores_are_taken_and_get_them_back(
     taken = [e for e in service.events.recent() if e.kind == "threads"]
     assert len(taken) == 1 and "-> engines at 1 thread" in taken[0].reason
     assert "other processes use" in taken[0].reason
+    seen = [e for e in service.events.recent() if e.kind == "contention"]
+    assert seen and "other processes now use" in seen[-1].reason  # holds and stalls forgotten
 
     board.load = 0.05  # the competitor left
     _wait("the mode's threads back", lambda: service.engine_threads == 2)
