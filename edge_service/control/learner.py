@@ -33,6 +33,11 @@ The model of one engine call of variant ``v`` in power mode ``m`` on a processor
 Every sample is divided by the contention in force when it was taken, so a competitor
 that came and went raises the contention while it lasts and leaves the refs as they were.
 
+Engines running fewer threads than the mode gives them (the thread fallback under a CPU
+competitor, `edge_service.control.threads`) are another machine: what is learned there
+is kept apart (`set_regime`), so a variant's cost at one thread never overwrites what it
+costs at the mode's threads, and the engines find that again when their threads come back.
+
 The learner holds the only mutable state of the prediction, under one lock; the clock is
 injected, so tests are deterministic.
 """
@@ -46,10 +51,15 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from edge_service.control.learner_stats import (
+    CONTENTION_MAX as CONTENTION_MAX,
+)
+from edge_service.control.learner_stats import (
+    CONTENTION_MIN as CONTENTION_MIN,
+)
+from edge_service.control.learner_stats import blend, clamp, quantile, top, weighted
 from edge_service.errors import ConfigError
 
-CONTENTION_MIN = 0.25
-CONTENTION_MAX = 20.0
 WINDOW = 256  # samples kept per variant and mode
 REF_REFRESH = 8  # request path: statistics recomputed every this many samples
 STATS_REFRESH_S = 1.0  # ... or when this old (sample ages changed)
@@ -164,6 +174,25 @@ class LatencyLearner:
         self._stalls: dict[tuple[str, str], deque[tuple[float, float, float]]] = {}
         self._tail_cache: dict[tuple[str, str], tuple[float, int, _Tail | None]] = {}
         self._stall_added: dict[tuple[str, str], int] = {}
+        self._regime = ""  # "" at the mode's engine threads, else e.g. "1t"
+
+    def set_regime(self, tag: str) -> None:
+        """Learn under ``tag`` from now on (engines at fewer threads than the mode's: e.g.
+        ``"1t"``; ``""`` at the mode's own): each regime keeps its own latencies,
+        contention and stalls per mode; a regime seen for the first time starts from the
+        processor's last contention, like a new mode."""
+        self._regime = tag
+
+    def _keyed(self, mode: str) -> str:
+        regime = self._regime
+        return f"{mode}|{regime}" if regime else mode
+
+    def reset_contention(self) -> None:
+        """Back to no contention on every processor (a CPU competitor left: the refs are
+        what each variant costs without one); the served calls take it from there."""
+        with self._lock:
+            self._contention.clear()
+            self._last_contention.clear()
 
     def now(self) -> float:
         """The learner's clock (monotonic seconds unless injected)."""
@@ -189,6 +218,7 @@ class LatencyLearner:
         if not (math.isfinite(observed_ms) and observed_ms >= 0):
             raise ValueError(f"observed_ms must be a finite latency >= 0, got {observed_ms}")
         now = self._clock()
+        mode = self._keyed(mode)
         with self._lock:
             series = self._series.setdefault((variant_id, mode), _Series())
             c = self._contention_locked(processor, mode)
@@ -202,7 +232,7 @@ class LatencyLearner:
                 # this tracks the median (no drift in steady state, unlike a mean of
                 # ratios against a median, which skewed latencies push up forever), and
                 # one outlier moves it by one step only
-                c = _clamp(
+                c = clamp(
                     c * math.exp(self.config.step if observed_ms > ref * c else -self.config.step)
                 )
                 self._contention[(processor, mode)] = self._last_contention[processor] = c
@@ -219,6 +249,7 @@ class LatencyLearner:
         prior (the profile's p50 / p99 in this context), times the contention, with the
         stall tail."""
         now = self._clock()
+        mode = self._keyed(mode)
         with self._lock:
             c = self._contention_locked(processor, mode)
             series = self._series.get((variant_id, mode))
@@ -227,20 +258,22 @@ class LatencyLearner:
                 return _learned(prior_p50_ms, prior_p99_ms, 0.0, 0.0, c, tail, None)
             stats = self._stats_locked(series, now, exact=True)
             age = now - series.samples[-1][0]
-        ref50, conf = _blend(stats.p50, stats.n, prior_p50_ms, self.config.confident_n)
+        ref50, conf = blend(stats.p50, stats.n, prior_p50_ms, self.config.confident_n)
         ref99 = prior_p99_ms
         if stats.p99 is not None:
-            ref99, _ = _blend(stats.p99, stats.n99, prior_p99_ms, self.config.tail_confident_n)
+            ref99, _ = blend(stats.p99, stats.n99, prior_p99_ms, self.config.tail_confident_n)
         return _learned(ref50, max(ref99, ref50), conf, stats.n, c, tail, age)
 
     def last_shadow(self, variant_id: str, mode: str) -> float | None:
         """When ``variant_id`` was last measured by a shadow run in ``mode`` (clock time)."""
+        mode = self._keyed(mode)
         with self._lock:
             series = self._series.get((variant_id, mode))
             return series.last_shadow_t if series is not None else None
 
     def contention(self, processor: str, mode: str) -> float:
         """The processor's contention factor in ``mode`` (1.0 until anything was served)."""
+        mode = self._keyed(mode)
         with self._lock:
             return self._contention_locked(processor, mode)
 
@@ -251,8 +284,9 @@ class LatencyLearner:
         per call gets there. The served calls bring it down again if it overshot."""
         if not (math.isfinite(at_least) and at_least > 0):
             raise ValueError(f"contention must be a finite factor > 0, got {at_least}")
+        mode = self._keyed(mode)
         with self._lock:
-            c = max(self._contention_locked(processor, mode), _clamp(at_least))
+            c = max(self._contention_locked(processor, mode), clamp(at_least))
             self._contention[(processor, mode)] = self._last_contention[processor] = c
             return c
 
@@ -299,15 +333,15 @@ class LatencyLearner:
             fresh = old.added == series.added if exact else series.added - old.added < REF_REFRESH
             if fresh:
                 return old
-        values, weights = _weighted(series.samples, now, self.config.half_life_s)
+        values, weights = weighted(series.samples, now, self.config.half_life_s)
         shadow = [sample for sample in series.samples if sample[2]]
-        tail_values, tail_weights = _weighted(shadow, now, self.config.tail_half_life_s)
+        tail_values, tail_weights = weighted(shadow, now, self.config.tail_half_life_s)
         series.stats = _Stats(
             added=series.added,
             t=now,
-            p50=_quantile(values, weights, 0.5),
+            p50=quantile(values, weights, 0.5),
             n=sum(weights),
-            p99=_quantile(tail_values, tail_weights, 0.99) if tail_values else None,
+            p99=quantile(tail_values, tail_weights, 0.99) if tail_values else None,
             n99=sum(tail_weights),
         )
         return series.stats
@@ -328,19 +362,10 @@ class LatencyLearner:
             if len(stalls) >= self.config.stall_min:
                 q = self.config.stall_quantile
                 value = _Tail(
-                    _top([a for _, a, _ in stalls], q), _top([r for _, _, r in stalls], q)
+                    top([a for _, a, _ in stalls], q), top([r for _, _, r in stalls], q)
                 )
         self._tail_cache[key] = (now, added, value)
         return value
-
-
-def _blend(learned: float, n: float, prior: float, confident_n: float) -> tuple[float, float]:
-    """(confidence-weighted mix of ``learned`` and ``prior``, confidence); the learned
-    value alone when there is no usable prior."""
-    conf = n / (n + confident_n)
-    if not (math.isfinite(prior) and prior > 0):
-        return learned, 1.0 if n > 0 else 0.0
-    return conf * learned + (1.0 - conf) * prior, conf
 
 
 def _learned(
@@ -357,38 +382,3 @@ def _learned(
         return Learned(p50, ref99 * c, conf, n, c, None, age)
     stall = tail.for_call(p50)
     return Learned(p50, max(ref99 * c, p50 + stall), conf, n, c, stall, age)
-
-
-def _top(values: list[float], q: float) -> float:
-    """The ``q`` quantile of ``values``, not below 0."""
-    ordered = sorted(values)
-    return max(0.0, ordered[int(q * (len(ordered) - 1))])
-
-
-def _weighted(
-    samples: Iterable[tuple[float, float, bool]], now: float, half_life_s: float
-) -> tuple[list[float], list[float]]:
-    """Sample values and their weights, 0.5 ** (age / half-life)."""
-    values, weights = [], []
-    for t, v, _ in samples:
-        values.append(v)
-        weights.append(0.5 ** (max(0.0, now - t) / half_life_s))
-    return values, weights
-
-
-def _quantile(values: list[float], weights: list[float], q: float) -> float:
-    """The weighted ``q`` quantile (the smallest value whose cumulative weight reaches q)."""
-    pairs = sorted(zip(values, weights, strict=True))
-    total = sum(weights)
-    if total <= 0:
-        return math.nan
-    acc = 0.0
-    for value, weight in pairs:
-        acc += weight
-        if acc >= q * total:
-            return value
-    return pairs[-1][0]
-
-
-def _clamp(x: float) -> float:
-    return min(CONTENTION_MAX, max(CONTENTION_MIN, x))

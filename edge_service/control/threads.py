@@ -59,6 +59,7 @@ class ThreadGuard:
         self._free_since: float | None = None  # since when the cores would allow more
         self._regime: float | None = None  # the others' load at the last shift
         self.shifted = False  # the last update moved the others' load by shift_cores
+        self.shift_by = 0.0  # ... by this many cores (< 0: a competitor left)
 
     @property
     def others(self) -> float:
@@ -75,6 +76,7 @@ class ThreadGuard:
         if self._regime is None:
             self._regime = others
         self.shifted = abs(others - self._regime) >= self.config.shift_cores
+        self.shift_by = others - self._regime if self.shifted else 0.0
         if self.shifted:
             self._regime = others
         if mode_threads <= 1 or cores <= 1:

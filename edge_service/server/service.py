@@ -205,6 +205,7 @@ class Service:
             return False
         try:
             threads = self.power.threads if cap is None else cap
+            self.learner.set_regime("" if cap is None else f"{cap}t")  # learned apart
             self.pool.set_loader(engine_loader(self.catalog, self.settings.family_dir, threads))
             self.pool.reload()
             self.events.append(AdaptationEvent.note("threads", reason, self.pool.active_id))
@@ -213,10 +214,13 @@ class Service:
             self._ops_lock.release()
         return True
 
-    def new_regime(self) -> None:
-        """A competitor came or went: the controller forgets what described the board as
-        it was (`Strategy.new_regime`), and says so."""
+    def new_regime(self, cores: float) -> None:
+        """A competitor came (``cores`` > 0) or went: the controller forgets what described
+        the board as it was (`Strategy.new_regime`), and when one went, the contention it
+        caused; the event says so."""
         self.loop.strategy.new_regime()
+        if cores < 0:
+            self.learner.reset_contention()
         others = self.fallback.guard.others if self.fallback is not None else 0.0
         reason = f"CPU competition changed: other processes now use {others:.1f} cores"
         self.events.append(AdaptationEvent.note("contention", reason, self.pool.active_id))

@@ -29,8 +29,8 @@ class ThreadFallback:
     ``apply(threads, reason)`` returns False when it could not act now (an operator call
     holds the service); the next tick asks again. ``mode_threads()`` is the power mode's
     count; ``cpu_engines()`` whether any servable engine runs on ONNX Runtime's CPU
-    threads; ``shift()`` is called when a competitor came or went (a new regime for the
-    controller), the thread count moving or not."""
+    threads; ``shift(cores)`` is called when a competitor came or went (a new regime for
+    the controller; ``cores`` < 0 when it left), the thread count moving or not."""
 
     def __init__(
         self,
@@ -39,7 +39,7 @@ class ThreadFallback:
         cpu_engines: Callable[[], bool],
         guard: ThreadGuard | None = None,
         *,
-        shift: Callable[[], None] = lambda: None,
+        shift: Callable[[float], None] = lambda _cores: None,
         clock: Callable[[], float] = time.monotonic,
         cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
@@ -64,7 +64,7 @@ class ThreadFallback:
             return
         wanted = self.guard.update(now, busy, own, cores, mode)
         if self.guard.shifted:
-            self._shift()
+            self._shift(self.guard.shift_by)
         cap = None if wanted >= mode else wanted
         if cap == self.cap:
             return

@@ -441,3 +441,23 @@ def test_a_longer_variant_takes_the_stalls_of_the_served_one_in_proportion() -> 
     short, long = p.estimate(CPU2, ctx()), p.estimate(CPU, ctx())
     assert short.p99_ms == pytest.approx(2.0, rel=0.1)
     assert long.p99_ms >= 2 * long.p50_ms * 0.95  # a 2 ms call stalls by 2 ms, not by 1
+
+
+def test_what_is_learned_at_fewer_threads_is_kept_apart_and_found_again() -> None:
+    p, _ = learning()
+    serve(p, CPU, 2.0, 40)  # at the mode's threads
+    at_mode = p.estimate(CPU, ctx()).p50_ms
+    p.learner.set_regime("1t")  # the thread fallback: one thread per engine
+    serve(p, CPU, 5.0, 300)
+    assert p.estimate(CPU, ctx()).p50_ms > 4.0
+    p.learner.set_regime("")  # the mode's threads are back
+    assert p.estimate(CPU, ctx()).p50_ms == pytest.approx(at_mode)
+
+
+def test_a_reset_takes_the_contention_back_to_none() -> None:
+    p, _ = learning()
+    serve(p, CPU, 2.0, 20)
+    serve(p, CPU, 6.0, 30)
+    assert p.correction(CPU, "MAXN") > 2.0
+    p.learner.reset_contention()  # the competitor left
+    assert p.correction(CPU, "MAXN") == 1.0

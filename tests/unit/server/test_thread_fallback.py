@@ -78,12 +78,13 @@ def test_tensorrt_only_families_are_left_alone() -> None:
 
 
 def test_a_competitor_coming_and_going_is_told_to_the_controller_once_each() -> None:
-    clocks, shifts = Clocks(), []
+    clocks, shifts = Clocks(), list[float]()
     f = ThreadFallback(
         lambda cap, reason: True, lambda: 1, lambda: True,
         ThreadGuard(ThreadGuardConfig(smooth_s=0.0, restore_s=1.0)),
-        clock=clocks.wall, cpu_clock=clocks.cpu, shift=lambda: shifts.append(clocks.t),
+        clock=clocks.wall, cpu_clock=clocks.cpu, shift=shifts.append,
     )  # fmt: skip
     for load in (0.1, 0.1, 1.0, 1.0, 1.0, 0.1, 0.1):
         tick(f, clocks, load)
     assert len(shifts) == 2 and f.cap is None  # one thread already: nothing to reload
+    assert shifts[0] > 0.5 and shifts[1] < -0.5  # it came, then it left
