@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from edge_service.control.budget_policy import PolicyState, best, choose, rank_key, violations
 from edge_service.control.decision import Decision
+from edge_service.control.evidence import Evidence, ServedRecord
 from edge_service.control.limits import Policy
 from edge_service.control.predictor import Estimate, Predictor
 from edge_service.control.strategy import around
@@ -24,10 +25,6 @@ from edge_service.monitor.context import Context
 
 BACKOFF_MAX_S = 60.0
 RELIEF = 0.75  # contention below this share of what it was counts as conditions improved
-# served calls of one variant over the budget back to back that break it at once: a
-# variant meeting its p99 does so about once in 10^4 calls (none in ~6,000 measured)
-OVER_STREAK = 2
-STREAK_STALE_S = 5.0  # a streak older than this is no evidence about now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,8 +99,7 @@ class BudgetStrategy:
         self._mode: str | None = None  # the power mode the holds were earned in
         self._probes = _Probes({}, {}, {})
         self._served: deque[tuple[float, bool]] = deque(maxlen=4096)  # (time, over budget)
-        # the served calls over the budget back to back: (variant, [(time, ms)])
-        self._streak: tuple[str | None, list[tuple[float, float]]] = (None, [])
+        self._record = ServedRecord()  # what the served calls prove (step-down)
 
     @property
     def predictor(self) -> Predictor:
@@ -120,7 +116,8 @@ class BudgetStrategy:
         # the gate's targets, plus what the operator pinned (a dominated variant may be)
         pins = frozenset(self._policy.pins.values())
         estimates = self._predictor.estimates(ctx, also=pins)
-        evidence = self._take_streak(current)
+        with self._lock:
+            evidence = self._record.take(current, self._predictor.learner.now())
         if evidence is not None:
             estimates = self._overrule(ctx, estimates, current, evidence, pins)
         with self._lock:
@@ -147,39 +144,25 @@ class BudgetStrategy:
         with self._lock:
             self._current = choice.variant_id  # what is served once this decision is acted on
         if evidence is not None and choice.changed:
-            slow = ", ".join(f"{ms:.3g}" for ms in evidence)
-            seen = f"{len(evidence)} served calls in a row over the budget ({slow} ms); "
-            choice = dataclasses.replace(choice, reason=seen + choice.reason)
+            reason = f"{evidence.describe()}; {choice.reason}"
+            choice = dataclasses.replace(choice, reason=reason)
         return choice
-
-    def _take_streak(self, current: str | None) -> list[float] | None:
-        """The engine times of the served calls of ``current`` that went over the budget
-        back to back (at least ``OVER_STREAK``, the last one recent), once: the next
-        decision needs a new streak."""
-        now = self._predictor.learner.now()
-        with self._lock:
-            variant, calls = self._streak
-            if variant != current or len(calls) < OVER_STREAK:
-                return None
-            self._streak = (None, [])
-        if now - calls[-1][0] > STREAK_STALE_S:
-            return None
-        return [ms for _, ms in calls]
 
     def _overrule(
         self,
         ctx: Context,
         estimates: list[Estimate],
         current: str | None,
-        evidence: list[float],
+        evidence: Evidence,
         pins: frozenset[str],
     ) -> list[Estimate]:
-        """What served calls over the budget back to back say: the processor slowed at
-        least as much as they show, so the contention is raised at once (every variant
-        is predicted slower, so a step down lands where it fits, in one switch), and the
-        current variant's p99 is at least the fastest of them (it breaks the budget)."""
+        """What served calls that prove a violation say (`edge_service.control.evidence`):
+        the processor slowed at least as much as they show, so the contention is raised at
+        once (every variant is predicted slower, so a step down lands where it fits, in one
+        switch), and the current variant's p99 is at least the fastest of them (it breaks
+        the budget)."""
         e = next((x for x in estimates if x.variant_id == current), None)
-        floor = min(evidence)
+        floor = min(evidence.times_ms)
         if e is None or not math.isfinite(e.p99_ms) or e.p99_ms <= 0:
             return estimates
         if floor > e.p99_ms:
@@ -231,7 +214,7 @@ class BudgetStrategy:
             self._left_at.clear()
             self._probes = _Probes({}, {}, {})
             self._served.clear()
-            self._streak = (None, [])
+            self._record.clear()
         self._predictor.learner.forget_stalls()
 
     def set_measuring(self, on: bool) -> None:
@@ -372,22 +355,15 @@ class BudgetStrategy:
 
     def observe(self, variant_id: str, observed_ms: float) -> bool:
         """Learn from one served engine call of ``variant_id`` (in the last context's
-        mode), and count it against the exploration allowance. True when this call makes
-        ``OVER_STREAK`` over the budget back to back: the loop should decide now."""
+        mode), and count it against the exploration allowance. True when the served calls
+        now prove the variant breaks the budget (`ServedRecord`): decide now."""
         now = self._predictor.learner.now()
         with self._lock:
             e = self._last.get(variant_id)
             budget = self._policy.latency_budget_ms
             over = budget is not None and observed_ms > budget
             self._served.append((now, over))
-            variant, calls = self._streak
-            if not over:
-                self._streak = (None, [])
-            elif variant == variant_id:
-                calls.append((now, observed_ms))
-            else:
-                self._streak = (variant_id, [(now, observed_ms)])
-            urgent = over and len(self._streak[1]) == OVER_STREAK
+            urgent = self._record.add(variant_id, now, observed_ms, over)
         if e is not None:
             self._predictor.observe(e, observed_ms)
         return urgent

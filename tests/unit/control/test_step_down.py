@@ -10,13 +10,9 @@ import time
 import pytest
 from support import PROFILED, ConstantEngine, mode_context
 
-from edge_service.control.budget_strategy import (
-    OVER_STREAK,
-    STREAK_STALE_S,
-    BudgetStrategy,
-    Exploration,
-)
+from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.events import EventLog
+from edge_service.control.evidence import EVIDENCE_STALE_S, OVER_STREAK
 from edge_service.control.learner import LatencyLearner
 from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
@@ -75,13 +71,32 @@ def test_the_step_down_predicts_every_variant_slower_by_what_the_calls_showed() 
     assert s.estimate_of(BASE).p99_ms >= 3.5  # type: ignore[union-attr]
 
 
-def test_slow_calls_that_are_not_back_to_back_move_nothing() -> None:
+def test_two_slow_calls_among_twenty_move_nothing() -> None:
     s, _ = serving_base()
-    for ms in (3.5, 1.0, 3.5, 1.1, 3.7):
+    for ms in (3.5, 1.0, 1.0, 1.1, 3.7) + (1.0,) * 15:
         assert s.observe(BASE, ms) is False
     stay = s.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
     assert not stay.changed and stay.variant_id == BASE
     assert s.estimate_of(BASE).correction < 1.5  # type: ignore[union-attr]
+
+
+def test_three_slow_calls_among_twenty_step_down_though_none_came_in_a_row() -> None:
+    s, _ = serving_base()  # a competitor that preempts one call in six: 3 in 13 here
+    calls = (3.5,) + (1.0,) * 5 + (3.7,) + (1.0,) * 5 + (3.6,)
+    urgent = [s.observe(BASE, ms) for ms in calls]
+    assert urgent == [False] * 12 + [True]
+    down = s.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
+    assert down.changed and down.variant_id == DW
+    assert "3 of the last 13 served calls over the budget (3.5, 3.7, 3.6 ms)" in down.reason
+
+
+def test_slow_calls_further_apart_than_the_window_prove_nothing() -> None:
+    s, _ = serving_base()
+    for _ in range(3):
+        assert s.observe(BASE, 3.5) is False
+        assert not any(s.observe(BASE, 1.0) for _ in range(20))
+    # (the learned stall tail may still break the budget: 3 in 63 is 5%; not this rule)
+    assert "served calls" not in s.decide(mode_context(0.1, "MAXN"), BASE, 0.0).reason
 
 
 def test_a_streak_is_used_once_and_only_for_the_variant_that_ran_it() -> None:
@@ -99,7 +114,7 @@ def test_a_stale_streak_is_no_evidence_about_now() -> None:
     s, clock = serving_base()
     s.observe(BASE, 3.5)
     s.observe(BASE, 3.6)
-    clock.t = STREAK_STALE_S + 1.0
+    clock.t = EVIDENCE_STALE_S + 1.0
     stay = s.decide(mode_context(clock.t, "MAXN"), BASE, 0.0)
     assert not stay.changed and not stay.violations
 
