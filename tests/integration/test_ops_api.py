@@ -32,6 +32,10 @@ def ops_server(engines_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         "EDGE_QUEUE_MAX": "4",
         "EDGE_MONITOR_SOURCE": "linux",
         "EDGE_COOLDOWN_S": "0",
+        # this test's own load is a CPU competitor on a small machine: the thread fallback
+        # (tests/integration/test_engine_threads_served.py) would cap the threads these
+        # tests read as the power mode's
+        "EDGE_THREAD_FALLBACK": "false",
     }
     with run_server(engines_dir, log, **env) as url:
         yield url
