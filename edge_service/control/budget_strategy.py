@@ -129,9 +129,8 @@ class BudgetStrategy:
         mode = ctx.power_mode.name if ctx.power_mode is not None else None
         if mode != self._mode:  # a new power mode is a new situation: no old holds
             self._mode = mode
-            self._held_until.clear()
-            self._backoff_s.clear()
-            self._probes = _Probes({}, {}, {})
+            with self._lock:
+                self._forget_holds_locked()
         blocked = self._blocked(ctx.t, current, usable)
         voluntary = (
             choice.changed and not choice.violations and not choice.pinned and current is not None
@@ -209,13 +208,17 @@ class BudgetStrategy:
         served calls' record and the stalls describe the board as it was, so they go,
         as on a power-mode change. What each variant costs stays learned."""
         with self._lock:
-            self._held_until.clear()
-            self._backoff_s.clear()
+            self._forget_holds_locked()
             self._left_at.clear()
-            self._probes = _Probes({}, {}, {})
             self._served.clear()
             self._record.clear()
         self._predictor.learner.forget_stalls()
+
+    def _forget_holds_locked(self) -> None:
+        """No holds, no backoff, no measuring schedule: what the board as it was earned."""
+        self._held_until.clear()
+        self._backoff_s.clear()
+        self._probes = _Probes({}, {}, {})
 
     def set_measuring(self, on: bool) -> None:
         """Whether shadow runs can measure variants now: exploration needs them, so

@@ -4,7 +4,7 @@ A prediction needs dozens of samples to see a tail; a few served calls can alrea
 that the served variant breaks a p99 budget. Two rules, each about as unlikely as one in
 10^4 windows for a variant that meets its p99 (none fired in ~17,000 windows of calls of
 variants measured at most 1% over, while they fired in 10-50% of the windows of variants
-3% over or more; bench/out/served_learning.json):
+3% over or more, in the oracle sweeps of bench/served_learning.py):
 
 - ``OVER_STREAK`` calls in a row over the budget (a step: a competitor arrived, the mode
   slowed);

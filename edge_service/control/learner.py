@@ -51,12 +51,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from edge_service.control.learner_stats import (
-    CONTENTION_MAX as CONTENTION_MAX,
-)
-from edge_service.control.learner_stats import (
-    CONTENTION_MIN as CONTENTION_MIN,
-)
 from edge_service.control.learner_stats import blend, clamp, quantile, top, weighted
 from edge_service.errors import ConfigError
 

@@ -3,7 +3,7 @@
 An ONNX Runtime CPU engine splits each call over its intra-op threads and waits for the
 slowest. With every core busy with other work, one of those threads is preempted now and
 then and the whole call waits for it: on 2 cores with a 2-process competitor, 3-6% of
-sub-millisecond calls at 2 threads took 3-8 ms (bench/RESULTS.md, "Learning adaptation"),
+sub-millisecond calls at 2 threads took 3-8 ms (the oracle sweeps of bench/served_learning.py),
 whatever the variant, so no variant met a tight budget; at one thread the same competitor
 cost a few tenths of a percent. So while other processes use the cores the engines'
 threads would need, the engines run fewer threads, and get their threads back once the

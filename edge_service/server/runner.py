@@ -55,7 +55,8 @@ def run(app: FastAPI, settings: Settings, access_log: bool = False) -> None:
     # An engine call releases the interpreter while it computes and must take it back to
     # return; a thread running Python (a request being parsed, the adaptation tick) keeps
     # it for up to the switch interval. At CPython's 5 ms that wait lands in 0.4-3% of
-    # sub-millisecond engine calls; at 0.5 ms, 0.1-0.4% (bench/RESULTS.md).
+    # sub-millisecond engine calls; at 0.5 ms, 0.1-0.4% (three alternated A/B pairs, one
+    # pinned variant at 60 requests/s, 2-core Zen 3).
     sys.setswitchinterval(settings.switch_interval_ms / 1e3)
     DrainingServer(config, app).run()
 

@@ -169,8 +169,7 @@ class Service:
         """Let the loop measure standby variants by shadow runs where that does not slow
         the served engine (`shadow_runs_are_safe`), at the engines' thread count now."""
         threads = self.engine_threads or len(usable_cores())
-        backends = {v.backend for v in self.catalog.variants if v.status == "servable"}
-        safe = shadow_runs_are_safe(threads, backends)
+        safe = shadow_runs_are_safe(threads, self._servable_backends())
         self.loop.set_prober(self.shadow_run if safe else None)
         if not safe:
             log.info(
@@ -184,8 +183,7 @@ class Service:
         """Intra-op threads engines load with now (0: the runtime picks): the power mode's,
         or fewer while other processes hold the cores (`edge_service.server.threads`)."""
         cap = self.fallback.cap if self.fallback is not None else None
-        mode = self.power.threads
-        return mode if cap is None else min(cap, mode or len(usable_cores()))
+        return self.power.threads if cap is None else min(cap, self.mode_threads())
 
     def mode_threads(self) -> int:
         """The threads the power mode gives each engine (every usable core for 0)."""
@@ -193,9 +191,10 @@ class Service:
 
     def cpu_engines(self) -> bool:
         """True when a servable engine runs on ONNX Runtime's CPU threads."""
-        return any(
-            v.backend != "tensorrt" for v in self.catalog.variants if v.status == "servable"
-        )
+        return any(backend != "tensorrt" for backend in self._servable_backends())
+
+    def _servable_backends(self) -> set[str]:
+        return {v.backend for v in self.catalog.variants if v.status == "servable"}
 
     def set_engine_threads(self, cap: int | None, reason: str) -> bool:
         """Reload the engines at ``cap`` threads (None: the mode's), as the thread fallback
@@ -204,9 +203,10 @@ class Service:
         if not self._ops_lock.acquire(blocking=False):
             return False
         try:
-            threads = self.power.threads if cap is None else cap
             self.learner.set_regime("" if cap is None else f"{cap}t")  # learned apart
-            self.pool.set_loader(engine_loader(self.catalog, self.settings.family_dir, threads))
+            self.pool.set_loader(
+                engine_loader(self.catalog, self.settings.family_dir, self.engine_threads)
+            )
             self.pool.reload()
             self.events.append(AdaptationEvent.note("threads", reason, self.pool.active_id))
             self.explore_if_safe()  # one thread per engine: shadow runs are safe now

@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from edge_service.control.learner import (
-    CONTENTION_MAX,
-    CONTENTION_MIN,
-    LatencyLearner,
-    LearnerConfig,
-)
+from edge_service.control.learner import LatencyLearner, LearnerConfig
+from edge_service.control.learner_stats import CONTENTION_MAX, CONTENTION_MIN
 from edge_service.control.predictor import Predictor
 from edge_service.errors import ConfigError, NotFoundError
 from edge_service.monitor.context import Context, PowerMode
