@@ -295,3 +295,30 @@ PROFILED = parse_catalog(
         ],
     }
 )
+
+
+class Clock:
+    """A clock a test moves by hand (``clock.t = ...``)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def serving_base(budget: float | None = 3.0) -> tuple[Any, Clock]:
+    """A budget strategy (exploring) in MAXN serving base@fp32 of `PROFILED` (its profile
+    fits a 3 ms budget well), learning on a hand-moved clock, with a long cooldown: only a
+    violation can move it."""
+    from edge_service.control.budget_strategy import BudgetStrategy, Exploration
+    from edge_service.control.learner import LatencyLearner
+    from edge_service.control.limits import Policy
+    from edge_service.control.predictor import Predictor
+
+    clock = Clock()
+    predictor = Predictor(PROFILED, "dev", learner=LatencyLearner(clock=clock))
+    policy = Policy(latency_budget_ms=budget, cooldown_s=60.0)
+    s = BudgetStrategy(predictor, policy, Exploration(enabled=True))
+    assert s.decide(mode_context(0.0, "MAXN"), None, None).variant_id == "base@fp32"
+    return s, clock

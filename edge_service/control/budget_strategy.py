@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from edge_service.control.budget_policy import PolicyState, best, choose, rank_key, violations
 from edge_service.control.decision import Decision
-from edge_service.control.evidence import Evidence, ServedRecord
+from edge_service.control.evidence import Evidence, ServedRecord, Verdict, judge
 from edge_service.control.limits import Policy
 from edge_service.control.predictor import Estimate, Predictor
 from edge_service.control.strategy import around
@@ -116,21 +116,25 @@ class BudgetStrategy:
         # the gate's targets, plus what the operator pinned (a dominated variant may be)
         pins = frozenset(self._policy.pins.values())
         estimates = self._predictor.estimates(ctx, also=pins)
+        now = self._predictor.learner.now()
+        mode = ctx.power_mode.name if ctx.power_mode is not None else None
+        if mode != self._mode:  # a new power mode is a new situation: no old holds, and
+            self._mode = mode  # the calls served in the old one say nothing of this one
+            with self._lock:
+                self._forget_holds_locked()
+                self._record.clear()
         with self._lock:
-            evidence = self._record.take(current, self._predictor.learner.now())
+            evidence = self._record.take(current, now)
+            verdict = self._record.verdict(current, now) if evidence is None else None
         if evidence is not None:
             estimates = self._overrule(ctx, estimates, current, evidence, pins)
         with self._lock:
             self._last = {e.variant_id: e for e in estimates}
             self._ctx = ctx
-        usable = [e for e in estimates if e.variant_id not in exclude] or estimates
+        judged = judge(estimates, current, verdict, self._policy.latency_budget_ms)
+        usable = [e for e in judged if e.variant_id not in exclude] or judged
         state = PolicyState(current, last_change_t)
         choice = choose(ctx, usable, self._policy, state)
-        mode = ctx.power_mode.name if ctx.power_mode is not None else None
-        if mode != self._mode:  # a new power mode is a new situation: no old holds
-            self._mode = mode
-            with self._lock:
-                self._forget_holds_locked()
         blocked = self._blocked(ctx.t, current, usable)
         voluntary = (
             choice.changed and not choice.violations and not choice.pinned and current is not None
@@ -142,10 +146,18 @@ class BudgetStrategy:
         self._account(ctx.t, current, choice.variant_id, bool(choice.violations))
         with self._lock:
             self._current = choice.variant_id  # what is served once this decision is acted on
-        if evidence is not None and choice.changed:
-            reason = f"{evidence.describe()}; {choice.reason}"
-            choice = dataclasses.replace(choice, reason=reason)
+        why = evidence.describe() if evidence is not None else None
+        if verdict is not None and verdict.outcome == "over":
+            why = verdict.describe()
+        if why is not None and choice.changed:
+            choice = dataclasses.replace(choice, reason=f"{why}; {choice.reason}")
         return choice
+
+    def served_slo(self) -> Verdict | None:
+        """The served variant judged on its own recent calls (`ServedRecord.verdict`), or
+        None while too few were served since it came."""
+        with self._lock:
+            return self._record.verdict(self._current, self._predictor.learner.now())
 
     def _overrule(
         self,

@@ -13,17 +13,36 @@ variants measured at most 1% over, while they fired in 10-50% of the windows of 
 
 `ServedRecord` keeps the last calls of the variant served now and says when they prove a
 violation; the budget strategy steps down on that at once, whatever its estimate says.
+
+Over longer stretches the served calls also *are* the SLO: the share of them over the
+budget is what an operator's p99 budget promises (at most 1%). `ServedRecord.verdict`
+judges the served variant on its last ``SLO_WINDOW_S`` seconds of calls, once there are at
+least ``SLO_MIN_CALLS``: **compliant** when at most 1% went over (the budget strategy then
+keeps it whatever its p99 estimate says: an estimate at the edge of the budget wanders
+above and below it on noise, and leaving a variant that keeps its SLO only to come back
+to it is what made the loop flap), **over** when more went over than a variant that keeps
+the SLO shows once in a hundred windows (a one-sided binomial test against 1%, the
+``SLO_ALPHA`` level: the strategy leaves it whatever its estimate says), else undecided
+(the estimate decides).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import deque
 from dataclasses import dataclass
+
+from edge_service.control.predictor import Estimate
 
 OVER_STREAK = 2
 OVER_WINDOW = 20
 OVER_IN_WINDOW = 3
 EVIDENCE_STALE_S = 5.0  # calls older than this prove nothing about now
+SLO_SHARE = 0.01  # a p99 budget: at most 1% of the calls over it
+SLO_WINDOW_S = 15.0  # the served calls a verdict weighs
+SLO_MIN_CALLS = 100  # fewer say too little (1% of them is one call)
+SLO_ALPHA = 0.01  # "over": a compliant variant shows this many overs once in 100 windows
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,44 @@ class Evidence:
         return f"{self.rule} ({slow} ms)"
 
 
+def tail_probability(n: int, k: int, p: float = SLO_SHARE) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how often a variant over the budget for a share
+    ``p`` of its calls shows ``k`` or more over in ``n``."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    pmf, below = (1.0 - p) ** n, 0.0
+    for i in range(k):
+        below += pmf
+        pmf *= (n - i) / (i + 1) * p / (1.0 - p)
+    return max(0.0, 1.0 - below)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The served variant judged on its own calls: ``calls`` in the window, ``over`` of
+    them over the budget, ``p99_ms`` their 99th percentile, and the outcome:
+    ``"compliant"``, ``"over"`` or ``"undecided"``."""
+
+    calls: int
+    over: int
+    p99_ms: float
+    outcome: str
+
+    def describe(self) -> str:
+        return f"{self.over} of its last {self.calls} served calls over the budget"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "calls": self.calls,
+            "over": self.over,
+            "share_over": round(self.over / self.calls, 4),
+            "p99_ms": round(self.p99_ms, 4),
+            "verdict": self.outcome,
+        }
+
+
 class ServedRecord:
     """The last served calls of one variant (the one served now); not thread-safe (the
     budget strategy holds its lock around it)."""
@@ -46,14 +103,38 @@ class ServedRecord:
     def __init__(self) -> None:
         self._variant: str | None = None
         self._calls: deque[tuple[float, float, bool]] = deque(maxlen=OVER_WINDOW)
+        self._tally: deque[tuple[float, float, bool]] = deque(maxlen=4096)  # the SLO window
 
     def add(self, variant_id: str, t: float, ms: float, over: bool) -> bool:
         """Record one served call; True when it completes evidence (decide now)."""
         if variant_id != self._variant:
             self._variant = variant_id
             self._calls.clear()
+            self._tally.clear()
         self._calls.append((t, ms, over))
+        self._tally.append((t, ms, over))
         return over and self._evidence() is not None
+
+    def verdict(self, variant_id: str | None, now: float) -> Verdict | None:
+        """``variant_id`` judged on its calls of the last ``SLO_WINDOW_S`` (module doc);
+        None while it has fewer than ``SLO_MIN_CALLS`` there (or is not the one recorded)."""
+        if variant_id is None or variant_id != self._variant:
+            return None
+        while self._tally and now - self._tally[0][0] > SLO_WINDOW_S:
+            self._tally.popleft()
+        n = len(self._tally)
+        if n < SLO_MIN_CALLS:
+            return None
+        times = sorted(ms for _, ms, _ in self._tally)
+        k = sum(1 for _, _, o in self._tally if o)
+        p99 = times[math.ceil((1.0 - SLO_SHARE) * n) - 1]  # nearest rank: <= budget iff compliant
+        if k <= SLO_SHARE * n:
+            outcome = "compliant"
+        elif tail_probability(n, k) < SLO_ALPHA:
+            outcome = "over"
+        else:
+            outcome = "undecided"
+        return Verdict(n, k, p99, outcome)
 
     def take(self, variant_id: str | None, now: float) -> Evidence | None:
         """The evidence against ``variant_id`` if the recent calls hold some, once: the
@@ -70,6 +151,7 @@ class ServedRecord:
     def clear(self) -> None:
         self._variant = None
         self._calls.clear()
+        self._tally.clear()
 
     def _evidence(self) -> Evidence | None:
         calls = list(self._calls)
@@ -82,3 +164,23 @@ class ServedRecord:
             rule = f"{len(over)} of the last {len(calls)} served calls over the budget"
             return Evidence(tuple(over), rule)
         return None
+
+
+def judge(
+    estimates: list[Estimate], current: str | None, verdict: Verdict | None, budget: float | None
+) -> list[Estimate]:
+    """The estimates the policy decides on: the served variant's p99 is what its own calls
+    show where they decide (`ServedRecord.verdict`): within the budget while it keeps the
+    SLO (an estimate at the edge of the budget would leave it on noise), over it when they
+    prove it breaks the SLO. What the strategy reports stays the estimate."""
+    if verdict is None or budget is None or verdict.outcome == "undecided":
+        return estimates
+    out = []
+    for e in estimates:
+        if e.variant_id == current:
+            if verdict.outcome == "compliant":
+                e = dataclasses.replace(e, p99_ms=min(e.p99_ms, verdict.p99_ms))
+            else:
+                e = dataclasses.replace(e, p99_ms=max(e.p99_ms, verdict.p99_ms))
+        out.append(e)
+    return out

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from edge_service.control.decision import Decision, most_accurate
+from edge_service.control.evidence import Verdict
 from edge_service.control.predictor import Estimate
 from edge_service.control.pressure_rule import Candidate, PressureRule, decide, latency_of
 from edge_service.monitor.context import Context
@@ -77,6 +78,11 @@ class Strategy(Protocol):
         what described the board as it was (holds, backoff, recent stalls)."""
         ...
 
+    def served_slo(self) -> Verdict | None:
+        """The served variant judged on its own recent calls against the latency budget
+        (`edge_service.control.evidence.Verdict`), or None (too few, or no budget rule)."""
+        ...
+
 
 class PressureStrategy:
     """Most accurate unless CPU or memory pressure is high, then the fastest."""
@@ -135,6 +141,10 @@ class PressureStrategy:
 
     def new_regime(self) -> None:
         """The pressure rule keeps no state about the board."""
+
+    def served_slo(self) -> Verdict | None:
+        """The pressure rule has no latency budget to judge the served calls against."""
+        return None
 
 
 def around(order: list[str], variant_id: str) -> list[str]:

@@ -132,6 +132,14 @@ class StatusResponse(BaseModel):
     latency_ms: dict[str, Any] = Field(description="server-side p50/p99 over the last 5 s")
     device_name: str = Field("", description="this device, readable (device is its id)")
     shadow_runs: int = Field(0, description="variants measured on standby engines so far")
+    served_slo: dict[str, Any] | None = Field(
+        None,
+        description="the active variant judged on its own engine times of the last 15 s: "
+        "calls, over (the budget), share_over, p99_ms and verdict (compliant: at most 1% "
+        "over, kept whatever its estimate says; over: more than 1% beyond doubt, left; "
+        "undecided: the estimate decides); null while fewer than 100 calls were served "
+        "since it came, the mode or the load changed, or without a latency budget",
+    )
     build: dict[str, Any] | None = Field(
         None,
         description="the family's build: complete, front (device|shipped|only|base), "

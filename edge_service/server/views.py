@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from prometheus_client import generate_latest
 
 import edge_service
+from edge_service.control.evidence import Verdict
 from edge_service.control.limits import Policy
 from edge_service.device import current as current_device
 from edge_service.errors import BadInputError, ConfigError, OverloadedError
@@ -94,6 +95,7 @@ class StatusView:
             device_name=current_device().name,
             build=service.build_state(),
             shadow_runs=service.loop.probes,
+            served_slo=_slo(service.loop.strategy.served_slo()),
         )
 
     def _prediction(self, variant_id: str) -> dict[str, object] | None:
@@ -264,3 +266,7 @@ def publish_live(service: Service) -> None:
     hub = service.broadcaster
     service.events.listen(lambda e: hub.publish("adaptation", e.to_dict()))
     service.loop.listen(lambda ctx, _decision: hub.publish("context", context_frame(service, ctx)))
+
+
+def _slo(verdict: Verdict | None) -> dict[str, object] | None:
+    return verdict.to_dict() if verdict is not None else None

@@ -8,39 +8,17 @@ import math
 import time
 
 import pytest
-from support import PROFILED, ConstantEngine, mode_context
+from support import ConstantEngine, mode_context, serving_base
 
-from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.events import EventLog
 from edge_service.control.evidence import EVIDENCE_STALE_S, OVER_STREAK
 from edge_service.control.learner import LatencyLearner
-from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
-from edge_service.control.predictor import Predictor
 from edge_service.monitor.replay import ReplaySource
 from edge_service.runtime.pool import EnginePool
 
 BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
 WAIT_S = 30.0  # a bound on waiting for the loop thread, never an expected speed
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def serving_base(budget: float | None = 3.0) -> tuple[BudgetStrategy, Clock]:
-    """A budget strategy in MAXN serving base (its profile fits the budget well), with a
-    long cooldown: only a violation can move it."""
-    clock = Clock()
-    predictor = Predictor(PROFILED, "dev", learner=LatencyLearner(clock=clock))
-    policy = Policy(latency_budget_ms=budget, cooldown_s=60.0)
-    s = BudgetStrategy(predictor, policy, Exploration(enabled=True))
-    assert s.decide(mode_context(0.0, "MAXN"), None, None).variant_id == BASE
-    return s, clock
 
 
 def test_two_served_calls_over_the_budget_back_to_back_step_down_at_once() -> None:

@@ -1,0 +1,117 @@
+"""The served variant judged on its own calls: a p99 budget promises at most 1% of them
+over it, so while its recent calls keep that the variant stays whatever its p99 estimate
+says (no flapping on an estimate at the edge), and when they prove more (a binomial test
+against 1%) it is left whatever the estimate says."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from support import Clock, mode_context, serving_base
+
+from edge_service.control.budget_strategy import BudgetStrategy
+from edge_service.control.evidence import (
+    SLO_MIN_CALLS,
+    SLO_WINDOW_S,
+    ServedRecord,
+    tail_probability,
+)
+
+BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
+BUDGET = 3.0
+
+
+def serve(s: BudgetStrategy, clock: Clock, times: list[float], dt: float = 0.02) -> None:
+    for ms in times:
+        clock.t += dt
+        assert s.observe(BASE, ms) is False  # no fast evidence rule fires on these
+
+
+def spread(n: int, over: int) -> list[float]:
+    """``n`` calls of 1 ms with ``over`` of them at 3.5 ms, evenly apart (never two in a
+    row, never three in twenty: only the SLO verdict can see them)."""
+    step = n // max(over, 1)
+    return [3.5 if over and i % step == step - 1 and i // step < over else 1.0 for i in range(n)]
+
+
+def test_tail_probability_is_the_binomial_tail() -> None:
+    def exact(n: int, k: int, p: float) -> float:
+        return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+    for n, k in ((100, 0), (100, 1), (100, 3), (200, 8), (1000, 15)):
+        assert tail_probability(n, k) == pytest.approx(exact(n, k, 0.01), abs=1e-12)
+    assert tail_probability(10, 11) == 0.0
+
+
+def test_a_verdict_needs_enough_recent_calls_of_the_variant_served() -> None:
+    r = ServedRecord()
+    for i in range(SLO_MIN_CALLS - 1):
+        r.add(BASE, i * 0.01, 1.0, False)
+    assert r.verdict(BASE, 1.0) is None  # too few
+    r.add(BASE, 1.0, 1.0, False)
+    assert r.verdict(BASE, 1.0) is not None
+    assert r.verdict(DW, 1.0) is None  # not the one recorded
+    assert r.verdict(BASE, 1.0 + SLO_WINDOW_S + 0.5) is None  # every call aged out
+    r.add(BASE, 1.0, 1.0, False)
+    r.add(DW, 1.1, 0.3, False)  # a new variant starts a new record
+    assert r.verdict(DW, 1.1) is None
+
+
+@pytest.mark.parametrize(
+    ("over", "outcome"), [(0, "compliant"), (2, "compliant"), (4, "undecided"), (9, "over")]
+)
+def test_the_verdict_weighs_the_share_over_the_budget(over: int, outcome: str) -> None:
+    r = ServedRecord()
+    for i, ms in enumerate(spread(200, over)):
+        r.add(BASE, i * 0.02, ms, ms > BUDGET)
+    v = r.verdict(BASE, 4.0)
+    assert v is not None and (v.calls, v.over, v.outcome) == (200, over, outcome)
+    assert (v.p99_ms <= BUDGET) == (outcome == "compliant")
+
+
+def test_a_variant_that_keeps_its_slo_stays_though_its_estimate_breaks_the_budget() -> None:
+    s, clock = serving_base()
+    serve(s, clock, spread(200, 2))  # 1% over: the SLO is kept
+    e = s.estimate_of(BASE)
+    assert e is not None
+    s.predictor.raise_contention(e, 4.0)  # the estimate says base now breaks the budget
+    stay = s.decide(mode_context(clock.t, "MAXN"), BASE, 0.0)
+    assert not stay.changed and not stay.violations
+    assert s.estimate_of(BASE).p99_ms > BUDGET  # type: ignore[union-attr]  # reported as is
+    slo = s.served_slo()
+    assert slo is not None and (slo.calls, slo.over, slo.outcome) == (200, 2, "compliant")
+
+
+def test_without_enough_calls_the_estimate_decides() -> None:
+    s, clock = serving_base()
+    serve(s, clock, [1.0] * (SLO_MIN_CALLS // 2))
+    e = s.estimate_of(BASE)
+    assert e is not None
+    s.predictor.raise_contention(e, 4.0)
+    down = s.decide(mode_context(clock.t, "MAXN"), BASE, 0.0)
+    assert down.changed and down.variant_id == DW and down.violations
+
+
+def test_calls_that_prove_more_than_one_percent_over_step_down_and_say_so() -> None:
+    s, clock = serving_base()
+    serve(s, clock, spread(200, 9))  # 4.5%: no two in a row, never three in twenty
+    down = s.decide(mode_context(clock.t, "MAXN"), BASE, 0.0)
+    assert down.changed and down.variant_id == DW and down.violations
+    assert "9 of its last 200 served calls over the budget" in down.reason
+
+
+def test_calls_served_in_another_power_mode_say_nothing_of_this_one() -> None:
+    s, clock = serving_base()
+    serve(s, clock, [1.0] * 200)  # compliant in MAXN
+    down = s.decide(mode_context(clock.t, "MIN"), BASE, 0.0)  # base: p50 3 ms in MIN
+    assert down.changed and down.variant_id == DW
+    assert s.served_slo() is None
+
+
+def test_a_new_regime_starts_the_record_afresh() -> None:
+    s, clock = serving_base()
+    serve(s, clock, [1.0] * 200)
+    assert s.served_slo() is not None
+    s.new_regime()
+    assert s.served_slo() is None
