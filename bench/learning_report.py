@@ -35,6 +35,7 @@ class PhaseResult:
     clear_reaction_ms: float | None  # the same where the start variant went > 5% over
     discovery_s: float | None  # a possible step-up: phase start -> within 1 pt of the oracle
     found: bool
+    nowhere: bool  # the start variant is within 10% of the fastest pinned here: no faster
     sim_over: float | None
     sim_accuracy: float | None
     variants: tuple[str, ...]
@@ -67,6 +68,16 @@ def _reaction(
     first = min(over)
     moved = [r[0] for r in run.requests if first <= r[0] < end and r[2] == 200 and r[3] != start]
     return (min(moved) - first) * 1e3 if moved else float("inf")
+
+
+NEAR_FASTEST = 1.1  # the policy's own rule: within 10% of the fastest is as fast
+
+
+def _nowhere_faster(sweep: Any, start: str | None) -> bool:
+    """True when ``start``'s pinned p50 in this condition is within 10% of the fastest's:
+    a step down has nowhere faster to go."""
+    p50 = {v: float(np.median(t)) for v, t in sweep.times.items() if t}
+    return start in p50 and p50[start] <= NEAR_FASTEST * min(p50.values())
 
 
 def _discovery(
@@ -134,7 +145,8 @@ def phase_results(
             oracle=oracle, oracle_accuracy=acc[oracle], smallest_accuracy=acc[smallest],
             reaction_ms=_reaction(run, t0, end, first, run.budget_ms),
             clear_reaction_ms=_reaction(run, t0, end, first, run.budget_ms, CLEAR),
-            discovery_s=discovery, found=found, sim_over=sims[i][0], sim_accuracy=sims[i][1],
+            discovery_s=discovery, found=found, nowhere=_nowhere_faster(sweep, first),
+            sim_over=sims[i][0], sim_accuracy=sims[i][1],
             variants=tuple(sorted({r[3] for r in ok})),
         ))  # fmt: skip
     return out
@@ -240,8 +252,9 @@ def _targets(rows: Sequence[PhaseResult], scenarios: Sequence[Any]) -> str:
         mine = [r for r in rows if r.scenario == sc.name]
         per_rep = [_gap([r for r in mine if r.rep == k]) for k in sorted({r.rep for r in mine})]
         gaps += [g for g in per_rep if g is not None]
-    reactions = [r.reaction_ms for r in rows if r.reaction_ms is not None]
-    clear = [r.clear_reaction_ms for r in rows if r.clear_reaction_ms is not None]
+    reactions = [r.reaction_ms for r in rows if r.reaction_ms is not None and not r.nowhere]
+    clear = [r.clear_reaction_ms for r in rows if r.clear_reaction_ms is not None and not r.nowhere]
+    stuck = sum(1 for r in rows if r.reaction_ms is not None and r.nowhere)
     discoveries = [r.discovery_s for r in rows if r.discovery_s is not None]
     missed = sum(1 for r in rows if not r.found)
     within = sum(1 for r in rows if r.accuracy >= r.oracle_accuracy - 0.01)
@@ -264,7 +277,9 @@ def _targets(rows: Sequence[PhaseResult], scenarios: Sequence[Any]) -> str:
         "the variant it started on went over for more than 1% of them, -> first response from "
         "another variant): median "
         f"{_fmt(float(np.median(reactions)) if reactions else None, '.0f')} ms, worst "
-        f"{_fmt(max(reactions) if reactions else None, '.0f')} ms over {len(reactions)} phases",
+        f"{_fmt(max(reactions) if reactions else None, '.0f')} ms over {len(reactions)} phases "
+        f"(and {stuck} more where the start variant was within 10% of the fastest pinned "
+        "there: nowhere faster to go)",
         f"- the same where the violation is clear (the start variant over the budget for more "
         f"than {CLEAR:.0%} of those requests; a variant 1-3% over cannot be told from one "
         f"that meets the budget in 3 s of calls): median "

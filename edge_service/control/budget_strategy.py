@@ -368,10 +368,11 @@ class BudgetStrategy:
         with self._lock:
             return self._last.get(variant_id)
 
-    def observe(self, variant_id: str, observed_ms: float) -> bool:
+    def observe(self, variant_id: str, observed_ms: float, *, learn: bool = True) -> bool:
         """Learn from one served engine call of ``variant_id`` (in the last context's
-        mode), and count it against the exploration allowance. True when the served calls
-        now prove the variant breaks the budget (`ServedRecord`): decide now."""
+        mode; not with ``learn`` False: the server's own loads slowed it), and count it
+        against the exploration allowance and in the served record. True when the served
+        calls now prove the variant breaks the budget (`ServedRecord`): decide now."""
         now = self._predictor.learner.now()
         with self._lock:
             e = self._last.get(variant_id)
@@ -379,6 +380,6 @@ class BudgetStrategy:
             over = budget is not None and observed_ms > budget
             self._served.append((now, over))
             urgent = self._record.add(variant_id, now, observed_ms, over)
-        if e is not None:
+        if e is not None and learn:
             self._predictor.observe(e, observed_ms)
         return urgent

@@ -51,9 +51,11 @@ class Strategy(Protocol):
         """The latency expected of ``variant_id`` (last context), if known."""
         ...
 
-    def observe(self, variant_id: str, observed_ms: float) -> bool:
+    def observe(self, variant_id: str, observed_ms: float, *, learn: bool = True) -> bool:
         """One observed engine time of ``variant_id`` (may be ignored); True when it calls
-        for a decision now (the served variant broke the budget beyond doubt)."""
+        for a decision now (the served variant broke the budget beyond doubt). ``learn``
+        False: the call ran while the server loaded or swapped engines, so it says how the
+        request was served (the SLO) but not what the board costs (no latency learning)."""
         ...
 
     def probe_candidate(self, exclude: frozenset[str] = frozenset()) -> str | None:
@@ -121,7 +123,7 @@ class PressureStrategy:
         c = self._candidates.get(variant_id)
         return c.latency_ms if c else None
 
-    def observe(self, variant_id: str, observed_ms: float) -> bool:
+    def observe(self, variant_id: str, observed_ms: float, *, learn: bool = True) -> bool:
         """The pressure rule does not learn."""
         return False
 

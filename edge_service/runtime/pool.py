@@ -19,6 +19,13 @@ The pool is a thin coordinator over three parts: `Leases` (who holds an engine),
 to load). Leases and residency change together, under the pool's one lock; health has its
 own. Loads run under a second lock (one at a time) with the first one released, so a
 request never waits for a load it did not ask for.
+
+A load (an ONNX Runtime session takes ~10 ms of CPU for a small classifier, far more for
+a detector) or a swap is work the server does on the cores its engines serve on: an engine
+call that overlaps one runs slower than the board makes it. `EnginePool.disturbed` says
+whether a call that started at a given time did (or ran within ``SETTLE_S`` after one,
+while the new engine's threads wake), so the controller learns the board from the other
+calls only.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from edge_service.runtime.leases import Leases
 from edge_service.runtime.residency import Residency
 
 log = logging.getLogger(__name__)
+SETTLE_S = 0.1  # after a load or swap, calls still run on cold threads and caches
 
 
 class EnginePool:
@@ -60,6 +68,26 @@ class EnginePool:
         self.last_swap_ms: float | None = None
         self.last_swap_preloaded: bool | None = None
         self.swaps = 0
+        self._busy = 0  # loads and swaps under way
+        self._busy_end = -float("inf")  # time.perf_counter() when the last one ended
+
+    @contextmanager
+    def _working(self) -> Iterator[None]:
+        """Mark a load or swap (the server's own work on the engines' cores)."""
+        with self._lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                self._busy_end = time.perf_counter()
+
+    def disturbed(self, started: float) -> bool:
+        """True when an engine call that started at ``started`` (``time.perf_counter()``)
+        overlapped a load or swap, or began within ``SETTLE_S`` after one ended."""
+        with self._lock:
+            return self._busy > 0 or started <= self._busy_end + SETTLE_S
 
     @property
     def unhealthy(self) -> frozenset[str]:
@@ -163,6 +191,10 @@ class EnginePool:
 
     def _swap_in(self, variant_id: str, *, reuse: bool) -> None:
         """Under the swap lock: make ``variant_id`` active (loaded unless ``reuse`` finds it)."""
+        with self._working():
+            self._swap_in_locked(variant_id, reuse=reuse)
+
+    def _swap_in_locked(self, variant_id: str, *, reuse: bool) -> None:
         started = time.perf_counter()
         with self._lock:
             engine = self._resident.take(variant_id) if reuse else None
@@ -191,7 +223,8 @@ class EnginePool:
         why and what to do."""
         rss = _rss()
         try:
-            engine = self._loader(variant_id)
+            with self._working():
+                engine = self._loader(variant_id)
         except EdgeServiceError as exc:
             error = EngineError(exc.message)
             cause: BaseException = exc

@@ -226,8 +226,11 @@ class Service:
         self.events.append(AdaptationEvent.note("contention", reason, self.pool.active_id))
 
     def observe_served(self, variant_id: str, engine_ms: float) -> None:
-        """One batch-1 engine call served: what the controller learns latency from."""
-        if self.loop.strategy.observe(variant_id, engine_ms):
+        """One batch-1 engine call served: what the controller learns latency from, unless
+        it overlapped the server's own engine loads or swaps (`EnginePool.disturbed`)."""
+        started = time.perf_counter() - engine_ms / 1e3
+        learn = not self.pool.disturbed(started)
+        if self.loop.strategy.observe(variant_id, engine_ms, learn=learn):
             self.loop.wake()
 
     def ready_for(self, variant_id: str | None = None) -> bool:

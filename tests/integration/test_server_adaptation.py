@@ -107,3 +107,28 @@ def test_server_follows_budget_policy_when_a_latency_budget_is_set(engines_dir, 
     assert status["decision"]["constrained"] is False  # 50 ms fits every variant here
     assert status["active_variant"].startswith("base@")  # so the most accurate serves
     assert "feasible" in status["decision"]["reason"]
+
+
+def test_status_judges_the_served_variant_on_its_own_calls(engines_dir, tmp_path):
+    """After 100+ served calls the active variant has a verdict against the budget (a
+    generous one here: every call fits, so it is compliant)."""
+    with run_server(
+        engines_dir,
+        tmp_path / "server.log",
+        EDGE_LATENCY_BUDGET_MS="200",
+        EDGE_MONITOR_SOURCE="linux",
+        EDGE_THREAD_FALLBACK="false",  # this test's own load must not change the regime
+    ) as url:
+        pin = httpx.post(f"{url}/v1/pin", json={"variant": "base@fp32"}, timeout=30)
+        assert pin.status_code == 200, pin.text  # nothing moves: one variant's record
+        before = httpx.get(f"{url}/v1/status", timeout=30).json()
+        with httpx.Client(base_url=url, timeout=30) as client:
+            for _ in range(130):
+                r = client.post("/v1/infer?width=28&height=28", content=bytes(784))
+                assert r.status_code == 200
+        status = httpx.get(f"{url}/v1/status", timeout=30).json()
+    assert before["served_slo"] is None  # nothing served yet
+    slo = status["served_slo"]
+    assert status["active_variant"] == "base@fp32"
+    assert slo is not None and slo["calls"] >= 100, slo
+    assert slo["verdict"] == "compliant" and slo["p99_ms"] <= 200

@@ -115,3 +115,18 @@ def test_a_new_regime_starts_the_record_afresh() -> None:
     assert s.served_slo() is not None
     s.new_regime()
     assert s.served_slo() is None
+
+
+def test_a_call_the_servers_own_loads_slowed_counts_for_the_slo_but_is_not_learned() -> None:
+    s, clock = serving_base()
+    serve(s, clock, [1.0] * 20)
+    before = s.predictor.estimate(BASE, mode_context(clock.t, "MAXN"))
+    for _ in range(SLO_MIN_CALLS):
+        clock.t += 0.02
+        s.observe(BASE, 2.9, learn=False)  # slowed by a load: 3x, just under the budget
+    after = s.predictor.estimate(BASE, mode_context(clock.t, "MAXN"))
+    assert after.p50_ms == pytest.approx(before.p50_ms, rel=0.05)  # nothing learned
+    assert after.correction == pytest.approx(before.correction)
+    slo = s.served_slo()
+    assert slo is not None and slo.calls == 20 + SLO_MIN_CALLS  # all served: all counted
+    assert slo.p99_ms == pytest.approx(2.9)
