@@ -193,11 +193,24 @@ class BudgetStrategy:
             for v, until in self._held_until.items()
             if until > now and v != current and not self._relieved(v)
         }
+        held |= self._failed_slo(current, usable)
         if self._exploring:
             held |= {
                 e.variant_id for e in usable if e.variant_id != current and not self.verified(e)
             }
         return held
+
+    def _failed_slo(self, current: str | None, usable: list[Estimate]) -> set[str]:
+        """Variants (not the current one) whose own recent calls, in this mode and
+        regime, were over the budget for more than 1% of them (`ServedRecord.verdict`)."""
+        now = self._predictor.learner.now()
+        with self._lock:
+            verdicts = {
+                e.variant_id: self._record.verdict(e.variant_id, now)
+                for e in usable
+                if e.variant_id != current
+            }
+        return {v for v, got in verdicts.items() if got is not None and got.outcome != "compliant"}
 
     def _relieved(self, variant_id: str) -> bool:
         """True when the contention fell by a quarter since ``variant_id`` was left (the

@@ -23,7 +23,11 @@ above and below it on noise, and leaving a variant that keeps its SLO only to co
 to it is what made the loop flap), **over** when more went over than a variant that keeps
 the SLO shows once in a hundred windows (a one-sided binomial test against 1%, the
 ``SLO_ALPHA`` level: the strategy leaves it whatever its estimate says), else undecided
-(the estimate decides).
+(the estimate decides). A variant left while its own calls were not compliant is not
+taken back by a voluntary move while they still say so (they age out of the window; a
+new power mode or load regime starts every record afresh): near the edge of the budget
+the estimate says "fits" again a few seconds after it said "breaks", and the calls said
+which was true.
 """
 
 from __future__ import annotations
@@ -103,30 +107,32 @@ class ServedRecord:
     def __init__(self) -> None:
         self._variant: str | None = None
         self._calls: deque[tuple[float, float, bool]] = deque(maxlen=OVER_WINDOW)
-        self._tally: deque[tuple[float, float, bool]] = deque(maxlen=4096)  # the SLO window
+        # every variant's calls in the SLO window (this power mode and load regime)
+        self._tally: dict[str, deque[tuple[float, float, bool]]] = {}
 
     def add(self, variant_id: str, t: float, ms: float, over: bool) -> bool:
         """Record one served call; True when it completes evidence (decide now)."""
         if variant_id != self._variant:
             self._variant = variant_id
             self._calls.clear()
-            self._tally.clear()
         self._calls.append((t, ms, over))
-        self._tally.append((t, ms, over))
+        self._tally.setdefault(variant_id, deque(maxlen=4096)).append((t, ms, over))
         return over and self._evidence() is not None
 
     def verdict(self, variant_id: str | None, now: float) -> Verdict | None:
-        """``variant_id`` judged on its calls of the last ``SLO_WINDOW_S`` (module doc);
-        None while it has fewer than ``SLO_MIN_CALLS`` there (or is not the one recorded)."""
-        if variant_id is None or variant_id != self._variant:
+        """``variant_id`` judged on its calls of the last ``SLO_WINDOW_S`` (module doc),
+        the served one or one served before in this mode and regime; None while it has
+        fewer than ``SLO_MIN_CALLS`` there."""
+        tally = self._tally.get(variant_id) if variant_id is not None else None
+        if tally is None:
             return None
-        while self._tally and now - self._tally[0][0] > SLO_WINDOW_S:
-            self._tally.popleft()
-        n = len(self._tally)
+        while tally and now - tally[0][0] > SLO_WINDOW_S:
+            tally.popleft()
+        n = len(tally)
         if n < SLO_MIN_CALLS:
             return None
-        times = sorted(ms for _, ms, _ in self._tally)
-        k = sum(1 for _, _, o in self._tally if o)
+        times = sorted(ms for _, ms, _ in tally)
+        k = sum(1 for _, _, o in tally if o)
         p99 = times[math.ceil((1.0 - SLO_SHARE) * n) - 1]  # nearest rank: <= budget iff compliant
         if k <= SLO_SHARE * n:
             outcome = "compliant"

@@ -130,3 +130,37 @@ def test_a_call_the_servers_own_loads_slowed_counts_for_the_slo_but_is_not_learn
     slo = s.served_slo()
     assert slo is not None and slo.calls == 20 + SLO_MIN_CALLS  # all served: all counted
     assert slo.p99_ms == pytest.approx(2.9)
+
+
+def leave_base_then_calm_down(
+    s: BudgetStrategy, clock: Clock, calls: list[float], dt: float = 0.02
+) -> str:
+    """Serve ``calls`` on base, make its estimate break the budget (it is left), then let
+    it fit again (the contention back to none: an estimate at the edge of the budget
+    wanders so); the variant the next voluntary move (after the cooldown) serves."""
+    s.set_measuring(False)  # no shadow runs: a voluntary move trusts the estimate
+    serve(s, clock, calls, dt)
+    e = s.estimate_of(BASE)
+    assert e is not None
+    s.predictor.raise_contention(e, 4.0)
+    down = s.decide(mode_context(1.0, "MAXN"), BASE, 0.0)
+    assert down.variant_id == DW and down.violations
+    s.predictor.learner.reset_contention()
+    return s.decide(mode_context(200.0, "MAXN"), DW, 1.0).variant_id
+
+
+def test_a_variant_left_without_a_verdict_is_taken_back_when_it_fits_again() -> None:
+    s, clock = serving_base()
+    assert leave_base_then_calm_down(s, clock, [1.0] * (SLO_MIN_CALLS // 2)) == BASE
+
+
+def test_a_variant_whose_own_calls_broke_the_slo_is_not_taken_back_while_they_say_so() -> None:
+    s, clock = serving_base()
+    # 2% over (undecided), all in the first third of the window: the estimate, whose
+    # stall tail looks 4 s back, forgot them and says base fits
+    early = [3.5 if i in (0, 25, 50, 75) else 1.0 for i in range(200)]
+    assert leave_base_then_calm_down(s, clock, early, dt=0.07) == DW
+    assert s.estimate_of(BASE).p99_ms < BUDGET  # type: ignore[union-attr]
+    # (the estimate alone would take base back: the test above)
+    clock.t += SLO_WINDOW_S  # its calls aged out: the estimate decides again
+    assert s.decide(mode_context(300.0, "MAXN"), DW, 1.0).variant_id == BASE
