@@ -26,7 +26,11 @@ The model of one engine call of variant ``v`` in power mode ``m`` on a processor
   to the expected time, bounds every variant's p99 once ``stall_min`` calls were seen: a
   variant's p50 plus the larger of the two (the ms for a shorter call, which waits as
   long when preempted; the share for a longer one, which is preempted more often).
-  The window is in seconds, so a competitor that left stops counting soon after.
+  The window is in seconds, so a competitor that left stops counting soon after (and a
+  competitor the server sees leave is forgotten at once: `forget_stalls`). Ten seconds:
+  a 99th percentile needs a few hundred calls; over 4 s (160 calls at 40/s, where it is
+  the second largest stall) two lone preemptions of a variant that keeps its SLO (0.5%
+  of calls, 3-5 ms each) made every variant look over the budget in the served bench.
 - A variant's own tail (its p99 beyond the shared stalls) is learned from its shadow runs
   only; for a variant never measured that way it is the profile's.
 
@@ -79,7 +83,7 @@ class LearnerConfig:
     tail_confident_n: float = 30.0
     step: float = 0.05
     anchor_n: float = 8.0
-    stall_window_s: float = 4.0
+    stall_window_s: float = 10.0
     stall_min: int = 32
     stall_quantile: float = 0.99
 

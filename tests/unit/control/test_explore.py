@@ -10,7 +10,7 @@ from support import PROFILED, ConstantEngine, mode_context
 from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.events import EventLog
 from edge_service.control.factory import shadow_runs_are_safe
-from edge_service.control.learner import LatencyLearner
+from edge_service.control.learner import LatencyLearner, LearnerConfig
 from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.predictor import Predictor
@@ -165,7 +165,7 @@ def test_a_hold_is_lifted_by_a_shadow_run_only_once_the_contention_has_eased() -
     s.shadow(BASE, [4.0] * 48)
     assert s.decide(ctx(5.0, "MAXN"), DW, 1.0).variant_id == DW  # measured, not relieved
     serve(DW, 0.3, 60)  # the competitor left: the contention falls
-    clock.t += 5.0  # and its stalls leave the window
+    clock.t += LearnerConfig().stall_window_s + 1.0  # and its stalls leave the window
     serve(DW, 0.3, 40)
     s.decide(ctx(5.5, "MAXN"), DW, 1.0)
     s.shadow(BASE, [1.0] * 48)
@@ -188,7 +188,7 @@ def test_where_nothing_can_measure_a_hold_is_lifted_once_the_contention_has_ease
     serve(DW, 1.2, 20)
     assert s.decide(ctx(5.0, "MAXN"), DW, 1.0).variant_id == DW  # still contended: held
     serve(DW, 0.3, 60)  # the competitor left: the contention falls
-    clock.t += 5.0  # and its stalls leave the window
+    clock.t += LearnerConfig().stall_window_s + 1.0  # and its stalls leave the window
     serve(DW, 0.3, 40)
     assert s.decide(ctx(6.0, "MAXN"), DW, 1.0).variant_id == BASE  # before the hold ends
 
