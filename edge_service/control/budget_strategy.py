@@ -125,13 +125,19 @@ class BudgetStrategy:
                 self._record.clear()
         with self._lock:
             evidence = self._record.take(current, now)
-            verdict = self._record.verdict(current, now) if evidence is None else None
+            verdicts = {
+                e.variant_id: v
+                for e in estimates
+                if (v := self._record.verdict(e.variant_id, now)) is not None
+            }
+        verdict = verdicts.get(current) if current is not None and evidence is None else None
         if evidence is not None:
+            verdicts.pop(current or "", None)  # the evidence decides about the served one
             estimates = self._overrule(ctx, estimates, current, evidence, pins)
         with self._lock:
             self._last = {e.variant_id: e for e in estimates}
             self._ctx = ctx
-        judged = judge(estimates, current, verdict, self._policy.latency_budget_ms)
+        judged = judge(estimates, current, verdicts, self._policy.latency_budget_ms)
         usable = [e for e in judged if e.variant_id not in exclude] or judged
         state = PolicyState(current, last_change_t)
         choice = choose(ctx, usable, self._policy, state)
@@ -193,24 +199,11 @@ class BudgetStrategy:
             for v, until in self._held_until.items()
             if until > now and v != current and not self._relieved(v)
         }
-        held |= self._failed_slo(current, usable)
         if self._exploring:
             held |= {
                 e.variant_id for e in usable if e.variant_id != current and not self.verified(e)
             }
         return held
-
-    def _failed_slo(self, current: str | None, usable: list[Estimate]) -> set[str]:
-        """Variants (not the current one) whose own recent calls, in this mode and
-        regime, were over the budget for more than 1% of them (`ServedRecord.verdict`)."""
-        now = self._predictor.learner.now()
-        with self._lock:
-            verdicts = {
-                e.variant_id: self._record.verdict(e.variant_id, now)
-                for e in usable
-                if e.variant_id != current
-            }
-        return {v for v, got in verdicts.items() if got is not None and got.outcome != "compliant"}
 
     def _relieved(self, variant_id: str) -> bool:
         """True when the contention fell by a quarter since ``variant_id`` was left (the

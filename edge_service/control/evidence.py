@@ -23,18 +23,18 @@ above and below it on noise, and leaving a variant that keeps its SLO only to co
 to it is what made the loop flap), **over** when more went over than a variant that keeps
 the SLO shows once in a hundred windows (a one-sided binomial test against 1%, the
 ``SLO_ALPHA`` level: the strategy leaves it whatever its estimate says), else undecided
-(the estimate decides). A variant left while its own calls were not compliant is not
-taken back by a voluntary move while they still say so (they age out of the window; a
-new power mode or load regime starts every record afresh): near the edge of the budget
-the estimate says "fits" again a few seconds after it said "breaks", and the calls said
-which was true.
+(the estimate decides). A variant served before whose calls were not compliant is
+judged at least as slow as they showed (`judge`), until they age out of the window; a
+new power mode or load regime starts every record afresh.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from edge_service.control.predictor import Estimate
@@ -101,8 +101,10 @@ class Verdict:
 
 
 class ServedRecord:
-    """The last served calls of one variant (the one served now); not thread-safe (the
-    budget strategy holds its lock around it)."""
+    """The served calls: the last ones of the variant served now (the fast evidence
+    rules), and every variant's calls of the SLO window (the verdicts), in one power mode
+    and load regime (`clear` when either changes); not thread-safe (the budget strategy
+    holds its lock around it)."""
 
     def __init__(self) -> None:
         self._variant: str | None = None
@@ -131,9 +133,10 @@ class ServedRecord:
         n = len(tally)
         if n < SLO_MIN_CALLS:
             return None
-        times = sorted(ms for _, ms, _ in tally)
         k = sum(1 for _, _, o in tally if o)
-        p99 = times[math.ceil((1.0 - SLO_SHARE) * n) - 1]  # nearest rank: <= budget iff compliant
+        # nearest rank (<= budget iff compliant), from the top: no sort of the whole window
+        above = n - math.ceil((1.0 - SLO_SHARE) * n) + 1
+        p99 = heapq.nlargest(above, (ms for _, ms, _ in tally))[-1]
         if k <= SLO_SHARE * n:
             outcome = "compliant"
         elif tail_probability(n, k) < SLO_ALPHA:
@@ -173,20 +176,35 @@ class ServedRecord:
 
 
 def judge(
-    estimates: list[Estimate], current: str | None, verdict: Verdict | None, budget: float | None
+    estimates: list[Estimate],
+    current: str | None,
+    verdicts: Mapping[str, Verdict],
+    budget: float | None,
 ) -> list[Estimate]:
-    """The estimates the policy decides on: the served variant's p99 is what its own calls
-    show where they decide (`ServedRecord.verdict`): within the budget while it keeps the
-    SLO (an estimate at the edge of the budget would leave it on noise), over it when they
-    prove it breaks the SLO. What the strategy reports stays the estimate."""
-    if verdict is None or budget is None or verdict.outcome == "undecided":
+    """The estimates the policy decides on, where the served calls decide
+    (`ServedRecord.verdict`; what the strategy reports stays the estimate):
+
+    - the served variant's p99 is what its calls show, within the budget while it keeps
+      the SLO (an estimate at the edge of the budget would leave it on noise), over it
+      when they prove it breaks the SLO (undecided: the estimate decides);
+    - a variant served before in this mode and regime whose calls went over for more
+      than 1% of them is at least as slow as they showed: no move, voluntary or forced,
+      goes back to it while they say so, and with nothing that fits, the fastest is
+      judged on what both served rather than one's calls against the other's estimate
+      (which made the two fastest swap on every tick). One that kept the SLO keeps its
+      estimate: the contention may have risen since it served.
+    """
+    if budget is None or not verdicts:
         return estimates
     out = []
     for e in estimates:
-        if e.variant_id == current:
-            if verdict.outcome == "compliant":
-                e = dataclasses.replace(e, p99_ms=min(e.p99_ms, verdict.p99_ms))
-            else:
-                e = dataclasses.replace(e, p99_ms=max(e.p99_ms, verdict.p99_ms))
+        v, served = verdicts.get(e.variant_id), e.variant_id == current
+        if v is None:
+            pass
+        elif v.outcome == "compliant":
+            if served:
+                e = dataclasses.replace(e, p99_ms=min(e.p99_ms, v.p99_ms))
+        elif v.outcome == "over" or not served:
+            e = dataclasses.replace(e, p99_ms=max(e.p99_ms, v.p99_ms))
         out.append(e)
     return out

@@ -15,8 +15,11 @@ from edge_service.control.evidence import (
     SLO_MIN_CALLS,
     SLO_WINDOW_S,
     ServedRecord,
+    Verdict,
+    judge,
     tail_probability,
 )
+from edge_service.control.predictor import Estimate
 
 BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
 BUDGET = 3.0
@@ -164,3 +167,31 @@ def test_a_variant_whose_own_calls_broke_the_slo_is_not_taken_back_while_they_sa
     # (the estimate alone would take base back: the test above)
     clock.t += SLO_WINDOW_S  # its calls aged out: the estimate decides again
     assert s.decide(mode_context(300.0, "MAXN"), DW, 1.0).variant_id == BASE
+
+
+def _est(vid: str, p99: float) -> Estimate:
+    return Estimate(vid, 0.9, p99 / 2, p99, None, None, None, True, "measured")
+
+
+def _verdict(outcome: str, p99: float) -> Verdict:
+    return Verdict(200, {"compliant": 1, "undecided": 4, "over": 9}[outcome], p99, outcome)
+
+
+def test_judging_the_served_variant_on_its_calls() -> None:
+    est = [_est("a", 1.5)]
+    assert judge(est, "a", {"a": _verdict("compliant", 1.2)}, 1.37)[0].p99_ms == 1.2
+    assert judge(est, "a", {"a": _verdict("over", 2.5)}, 1.37)[0].p99_ms == 2.5
+    assert judge(est, "a", {"a": _verdict("undecided", 1.6)}, 1.37)[0].p99_ms == 1.5
+    assert judge(est, "a", {}, 1.37) == est
+    assert judge(est, "a", {"a": _verdict("over", 2.5)}, None) == est  # no budget
+
+
+def test_a_variant_served_before_is_judged_slow_on_its_calls_but_never_fast() -> None:
+    est = [_est("a", 1.5), _est("b", 1.4)]
+    judged = {e.variant_id: e.p99_ms for e in judge(est, "a", {
+        "a": _verdict("over", 2.5), "b": _verdict("undecided", 2.6)}, 1.37)}  # fmt: skip
+    # both judged on what they served: a, the faster there, stays the fastest (judged on
+    # its calls against b's estimate, the two swapped on every tick)
+    assert judged == {"a": 2.5, "b": 2.6}
+    kept = judge(est, "a", {"b": _verdict("compliant", 0.9)}, 1.37)
+    assert kept[1].p99_ms == 1.4  # compliant before: the contention may have risen since
