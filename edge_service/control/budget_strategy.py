@@ -88,7 +88,8 @@ class BudgetStrategy:
         self._explore = exploration or Exploration()
         self._measuring = True  # the loop has a prober (set_measuring)
         self._lock = threading.Lock()
-        self._last: dict[str, Estimate] = {}
+        self._last: dict[str, Estimate] = {}  # the estimates (what status reports)
+        self._judged: dict[str, Estimate] = {}  # and as the served calls judge them
         self._ctx: Context | None = None
         self._current: str | None = None
         self._backoff_s: dict[str, float] = {}  # variant -> its current backoff period
@@ -134,10 +135,11 @@ class BudgetStrategy:
         if evidence is not None:
             verdicts.pop(current or "", None)  # the evidence decides about the served one
             estimates = self._overrule(ctx, estimates, current, evidence, pins)
+        judged = judge(estimates, current, verdicts, self._policy.latency_budget_ms)
         with self._lock:
             self._last = {e.variant_id: e for e in estimates}
+            self._judged = {e.variant_id: e for e in judged}
             self._ctx = ctx
-        judged = judge(estimates, current, verdicts, self._policy.latency_budget_ms)
         usable = [e for e in judged if e.variant_id not in exclude] or judged
         state = PolicyState(current, last_change_t)
         choice = choose(ctx, usable, self._policy, state)
@@ -278,7 +280,7 @@ class BudgetStrategy:
         and is due; none while the served variant breaks the policy, a pin holds, or the
         served calls went over the budget beyond the allowance."""
         with self._lock:
-            last, ctx, current = dict(self._last), self._ctx, self._current
+            last, ctx, current = dict(self._judged), self._ctx, self._current
         budget = self._policy.latency_budget_ms
         cur = last.get(current) if current is not None else None
         if not self._exploring or budget is None or cur is None or ctx is None:

@@ -27,10 +27,12 @@ The model of one engine call of variant ``v`` in power mode ``m`` on a processor
   variant's p50 plus the larger of the two (the ms for a shorter call, which waits as
   long when preempted; the share for a longer one, which is preempted more often).
   The window is in seconds, so a competitor that left stops counting soon after (and a
-  competitor the server sees leave is forgotten at once: `forget_stalls`). Ten seconds:
-  a 99th percentile needs a few hundred calls; over 4 s (160 calls at 40/s, where it is
-  the second largest stall) two lone preemptions of a variant that keeps its SLO (0.5%
-  of calls, 3-5 ms each) made every variant look over the budget in the served bench.
+  competitor the server sees leave is forgotten at once: `forget_stalls`). The tail is
+  at most the ``STALL_SEEN``-th largest stall: below 100 calls in the window (under
+  25 requests/s) the 99th percentile is the second largest, and two lone preemptions
+  (3-5 ms each, which a variant that keeps its SLO shows) made every variant look over
+  the budget. (A 10 s window instead kept the loop at the bottom for 10 s after a
+  competitor's stalls, in the served bench.)
 - A variant's own tail (its p99 beyond the shared stalls) is learned from its shadow runs
   only; for a variant never measured that way it is the profile's.
 
@@ -62,6 +64,7 @@ WINDOW = 256  # samples kept per variant and mode
 REF_REFRESH = 8  # request path: statistics recomputed every this many samples
 STATS_REFRESH_S = 1.0  # ... or when this old (sample ages changed)
 STALL_REFRESH_S = 0.1
+STALL_SEEN = 3  # the stall tail is at most the third largest stall in the window
 STALL_KEEP = 2048  # served calls whose stalls are kept (trimmed to the window in seconds)
 
 
@@ -83,7 +86,7 @@ class LearnerConfig:
     tail_confident_n: float = 30.0
     step: float = 0.05
     anchor_n: float = 8.0
-    stall_window_s: float = 10.0
+    stall_window_s: float = 4.0
     stall_min: int = 32
     stall_quantile: float = 0.99
 
@@ -360,7 +363,8 @@ class LatencyLearner:
             if len(stalls) >= self.config.stall_min:
                 q = self.config.stall_quantile
                 value = _Tail(
-                    top([a for _, a, _ in stalls], q), top([r for _, _, r in stalls], q)
+                    top([a for _, a, _ in stalls], q, STALL_SEEN),
+                    top([r for _, _, r in stalls], q, STALL_SEEN),
                 )
         self._tail_cache[key] = (now, added, value)
         return value

@@ -19,10 +19,12 @@ def blend(learned: float, n: float, prior: float, confident_n: float) -> tuple[f
     return conf * learned + (1.0 - conf) * prior, conf
 
 
-def top(values: list[float], q: float) -> float:
-    """The ``q`` quantile of ``values``, not below 0."""
+def top(values: list[float], q: float, seen: int = 1) -> float:
+    """The ``q`` quantile of ``values``, not below 0, and at most the ``seen``-th largest
+    (a tail that rests on fewer values than that is noise)."""
     ordered = sorted(values)
-    return max(0.0, ordered[int(q * (len(ordered) - 1))])
+    n = len(ordered)
+    return max(0.0, ordered[max(0, min(int(q * (n - 1)), n - seen))])
 
 
 def weighted(

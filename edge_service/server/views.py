@@ -258,6 +258,7 @@ def context_frame(service: Service, ctx: Context) -> dict[str, object]:
         "latency_budget_ms": service.policy.latency_budget_ms,
         "requests_per_s": window["requests_per_s"],
         "power_total_mw": ctx.power_total_mw,
+        "served_slo": _slo(service.loop.strategy.served_slo()),
     }
 
 

@@ -320,7 +320,9 @@ async def _bare_stream(drop: threading.Event) -> AsyncIterator[str]:
             "latency_budget_ms": None,
             "requests_per_s": 5.0,
             "power_total_mw": None,
-        }
+            "served_slo": {"calls": 600, "over": 2, "share_over": 0.0033, "p99_ms": 1.9,
+                           "verdict": "compliant"},
+        }  # fmt: skip
         yield f": ping\n\nevent: context\ndata: {json.dumps(tick)}\n\n"
         await asyncio.sleep(0.3)
 
@@ -362,6 +364,7 @@ def test_dashboard_says_what_the_board_lacks_and_shows_errors_and_reconnects_whe
         zones = page.text_content("#power-sub")
         empty = {c: page.get_attribute(f"#chart-{c}", "data-empty") for c in ("power", "temps")}
         mode = page.text_content("#power-mode")
+        budget_sub = page.text_content("#budget-sub")
         error = page.locator("#events-body tr.error-row .error")
         error_text = error.text_content()
         error_color = error.evaluate("e => getComputedStyle(e).color")
@@ -374,6 +377,7 @@ def test_dashboard_says_what_the_board_lacks_and_shows_errors_and_reconnects_whe
     assert zones is not None and "no thermal zones" in zones
     assert empty == {"power": "no power rails on this board", "temps": "no thermal zones"}
     assert mode == "not reported"
+    assert budget_sub == "10 requests in window · engine calls over: 2 of 600 in 15 s (SLO kept)"
     assert error_text == FAILED_SWITCH["error"]
     assert error_color in {"rgb(220, 38, 38)", "rgb(248, 113, 113)"}  # --bad, light or dark
     assert accuracy_head == "Top-1"

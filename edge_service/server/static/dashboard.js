@@ -433,7 +433,13 @@
     else if (!finite(s.p99)) chip("budget-chip", `budget ${budgetText(s.budget)} ms`, "");
     else if (s.p99 > s.budget) chip("budget-chip", `over ${budgetText(s.budget)} ms budget`, "bad");
     else chip("budget-chip", `within ${budgetText(s.budget)} ms budget`, "ok");
-    setText("budget-sub", s.count ? `${num(s.count)} requests in window` : "no requests in window");
+    const parts = [s.count ? `${num(s.count)} requests in window` : "no requests in window"];
+    const slo = s.slo;
+    if (slo && finite(slo.calls)) {
+      const verdict = { compliant: "SLO kept", over: "SLO broken", undecided: "SLO in doubt" }[slo.verdict] || slo.verdict;
+      parts.push(`engine calls over: ${num(slo.over)} of ${num(slo.calls)} in 15 s (${verdict})`);
+    }
+    setText("budget-sub", parts.join(" · "));
   }
 
   function showPower(s, ctx) {
@@ -498,6 +504,7 @@
       gpu: finite(ctx.gpu_load) ? (ctx.gpu_load <= 1 ? ctx.gpu_load * 100 : ctx.gpu_load) : null,
       mem: finite(memTotal) && memTotal > 0 && finite(memAvail) ? 100 * (1 - memAvail / memTotal) : null,
       mode: m.power_mode || null,
+      slo: m.served_slo || null,
     };
   }
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from support import Clock, mode_context, serving_base
+from support import PROFILED, Clock, mode_context, serving_base
 
-from edge_service.control.budget_strategy import BudgetStrategy
+from edge_service.control.budget_strategy import BudgetStrategy, Exploration
 from edge_service.control.evidence import (
     SLO_MIN_CALLS,
     SLO_WINDOW_S,
@@ -19,7 +19,9 @@ from edge_service.control.evidence import (
     judge,
     tail_probability,
 )
-from edge_service.control.predictor import Estimate
+from edge_service.control.learner import LatencyLearner
+from edge_service.control.limits import Policy
+from edge_service.control.predictor import Estimate, Predictor
 
 BASE, DW = "base@fp32", "dw@fp32"  # PROFILED: base 1.0 / 3.0 ms, dw 0.3 / 0.9 ms (MAXN / MIN)
 BUDGET = 3.0
@@ -195,3 +197,23 @@ def test_a_variant_served_before_is_judged_slow_on_its_calls_but_never_fast() ->
     assert judged == {"a": 2.5, "b": 2.6}
     kept = judge(est, "a", {"b": _verdict("compliant", 0.9)}, 1.37)
     assert kept[1].p99_ms == 1.4  # compliant before: the contention may have risen since
+
+
+def test_a_served_variant_that_keeps_its_slo_may_still_measure_a_better_one() -> None:
+    """Exploring (step-up) stops while the served variant breaks the policy; one whose
+    own calls keep the SLO does not break it, whatever its estimate says, so the loop is
+    not stuck at the bottom on an estimate."""
+    clock = Clock()
+    predictor = Predictor(PROFILED, "dev", learner=LatencyLearner(clock=clock))
+    policy = Policy(latency_budget_ms=1.1, cooldown_s=60.0)  # base (1.0 ms p50) breaks it
+    s = BudgetStrategy(predictor, policy, Exploration(enabled=True, might_fit=10.0))
+    assert s.decide(mode_context(0.0, "MAXN"), None, None).variant_id == DW
+    for _ in range(150):
+        clock.t += 0.02
+        s.observe(DW, 0.3)
+    e = s.estimate_of(DW)
+    assert e is not None
+    s.predictor.raise_contention(e, 5.0)  # the estimate says dw breaks the budget now
+    assert s.decide(mode_context(3.0, "MAXN"), DW, 0.0).variant_id == DW
+    assert s.estimate_of(DW).p99_ms > 1.1  # type: ignore[union-attr]
+    assert s.probe_candidate() == BASE
