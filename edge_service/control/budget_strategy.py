@@ -126,14 +126,10 @@ class BudgetStrategy:
                 self._record.clear()
         with self._lock:
             evidence = self._record.take(current, now)
-            verdicts = {
-                e.variant_id: v
-                for e in estimates
-                if (v := self._record.verdict(e.variant_id, now)) is not None
-            }
-        verdict = verdicts.get(current) if current is not None and evidence is None else None
+            # where evidence decides about the served variant, its verdict does not
+            verdicts = self._record.verdicts(now, skip=current if evidence else None)
+        verdict = verdicts.get(current) if current is not None else None
         if evidence is not None:
-            verdicts.pop(current or "", None)  # the evidence decides about the served one
             estimates = self._overrule(ctx, estimates, current, evidence, pins)
         judged = judge(estimates, current, verdicts, self._policy.latency_budget_ms)
         with self._lock:
@@ -163,7 +159,9 @@ class BudgetStrategy:
 
     def served_slo(self) -> Verdict | None:
         """The served variant judged on its own recent calls (`ServedRecord.verdict`), or
-        None while too few were served since it came."""
+        None while too few were served since it came (or with no latency budget)."""
+        if self._policy.latency_budget_ms is None:
+            return None
         with self._lock:
             return self._record.verdict(self._current, self._predictor.learner.now())
 

@@ -145,6 +145,11 @@ class ServedRecord:
             outcome = "undecided"
         return Verdict(n, k, p99, outcome)
 
+    def verdicts(self, now: float, skip: str | None = None) -> dict[str, Verdict]:
+        """Every recorded variant (but ``skip``) with enough calls judged (`verdict`)."""
+        found = {vid: self.verdict(vid, now) for vid in self._tally if vid != skip}
+        return {vid: v for vid, v in found.items() if v is not None}
+
     def take(self, variant_id: str | None, now: float) -> Evidence | None:
         """The evidence against ``variant_id`` if the recent calls hold some, once: the
         record starts afresh, so the next decision needs new calls."""
@@ -199,12 +204,9 @@ def judge(
     out = []
     for e in estimates:
         v, served = verdicts.get(e.variant_id), e.variant_id == current
-        if v is None:
-            pass
-        elif v.outcome == "compliant":
-            if served:
-                e = dataclasses.replace(e, p99_ms=min(e.p99_ms, v.p99_ms))
-        elif v.outcome == "over" or not served:
+        if v is not None and v.outcome == "compliant" and served:
+            e = dataclasses.replace(e, p99_ms=min(e.p99_ms, v.p99_ms))
+        elif v is not None and v.outcome != "compliant" and (v.outcome == "over" or not served):
             e = dataclasses.replace(e, p99_ms=max(e.p99_ms, v.p99_ms))
         out.append(e)
     return out
