@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     preload_memory_mb: float = Field(
         64.0, ge=0, description="memory for engines kept on standby next to the active one"
     )
+    preload_load_ms: float = Field(
+        150.0,
+        ge=0,
+        description="time the preloader may spend loading standby engines after a switch "
+        "(loads run on the cores the engines serve on and slow the served calls)",
+    )
     cooldown_s: float = Field(5.0, ge=0, description="wait before a voluntary (upgrade) switch")
     explore: bool = Field(
         True,
@@ -141,7 +147,7 @@ class Settings(BaseSettings):
     build_args: str = Field(
         "",
         description="more options for the build that serve --build and the container run "
-        "(e.g. \"--eval-limit 2000\"), split on spaces",
+        '(e.g. "--eval-limit 2000"), split on spaces',
     )
     catalog_poll_s: float = Field(
         1.0, gt=0.0, description="how often the server looks for a new catalog"

@@ -24,7 +24,7 @@ import pytest
 
 from edge_service.errors import EngineError
 from edge_service.monitor.context import Context, PowerMode
-from edge_service.repository import parse_catalog
+from edge_service.repository import Catalog, parse_catalog
 from edge_service.runtime.engine import EngineBase, EngineInfo
 from edge_service.server.process import ServerProcess, ServerStartError
 from edge_service.variants import VariantSpec
@@ -246,7 +246,7 @@ def detector_family(folder: Path) -> Path:
 NOW = datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat()
 
 
-def _profiled_variant(stages, acc: float, ms: dict[str, float]) -> dict[str, Any]:
+def profiled_variant(stages, acc: float, ms: dict[str, float]) -> dict[str, Any]:
     spec = VariantSpec(stages, "fp32", 28, 28, "evolve")
     profile = {
         mode: {
@@ -281,19 +281,24 @@ def mode_context(t: float, mode: str) -> Context:
     )
 
 
+def profiled_catalog(*variants: dict[str, Any]) -> Catalog:
+    """A Fashion-shaped catalog of ``variants`` (`profiled_variant`, or any variant dict)."""
+    return parse_catalog(
+        {
+            "schema_version": 1,
+            "family": "fashion",
+            "task": "classification",
+            "labels": ["a"],
+            "input": {"shape": ["batch", 1, 28, 28], "mean": 0.5, "std": 0.5},
+            "variants": list(variants),
+        }
+    )
+
+
 # two variants profiled in MAXN and MIN on device 'dev'
-PROFILED = parse_catalog(
-    {
-        "schema_version": 1,
-        "family": "fashion",
-        "task": "classification",
-        "labels": ["a"],
-        "input": {"shape": ["batch", 1, 28, 28], "mean": 0.5, "std": 0.5},
-        "variants": [
-            _profiled_variant(("id",), 0.93, {"MAXN": 1.0, "MIN": 3.0}),
-            _profiled_variant(("dw",), 0.90, {"MAXN": 0.3, "MIN": 0.9}),
-        ],
-    }
+PROFILED = profiled_catalog(
+    profiled_variant(("id",), 0.93, {"MAXN": 1.0, "MIN": 3.0}),
+    profiled_variant(("dw",), 0.90, {"MAXN": 0.3, "MIN": 0.9}),
 )
 
 

@@ -10,6 +10,7 @@ and comes back.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class AdaptationLoop:
         events: EventLog,
         period_s: float = 0.5,
         preload_memory_mb: float = 0.0,
+        preload_load_ms: float = math.inf,
         engine_memory_mb: Callable[[str], float | None] | None = None,
         prober: Prober | None = None,
     ) -> None:
@@ -63,6 +65,7 @@ class AdaptationLoop:
         self._probe_after = 0.0  # monotonic time before which no shadow run starts
         self.probes = 0  # shadow measurements made
         self._preload_mb = preload_memory_mb
+        self._preload_ms = preload_load_ms
         self._engine_mb = engine_memory_mb or (lambda _: 0.0)
         self.events = events
         self._period = period_s
@@ -281,34 +284,53 @@ class AdaptationLoop:
             self.strategy.set_measuring(prober is not None)
 
     def _preload(self, active: str) -> None:
-        """Load the active variant's neighbours on standby, nearest first, within budget.
+        """Load the active variant's neighbours on standby, nearest first, within budget:
+        ``preload_memory_mb`` of memory, and ``preload_load_ms`` of loading now (a load
+        runs on the cores the engines serve on, so it slows the served calls: a detector
+        takes ~100 ms per load here, a small classifier ~10 ms). Engines already loaded
+        cost no time.
 
         A variant whose memory nobody measured yet is loaded while the budget has room
-        (its load measures it); then the standby set is trimmed to the budget with the
-        figures measured."""
-        if self._preload_mb <= 0:
+        (its load measures it), and then the standby set is trimmed to the memory budget
+        with the figures measured; one whose load time is unknown is loaded while time is
+        left, and then the time is deemed spent."""
+        if self._preload_mb <= 0 or self._preload_ms <= 0:
             return
         neighbours = self.strategy.neighbours(active)
-        chosen = self._within_budget(neighbours, unknown_fits=True)
+        loaded = set(self._pool.loaded)
+
+        def load_ms(vid: str) -> float | None:
+            return 0.0 if vid in loaded else self._pool.load_ms(vid)
+
+        budgets: list[Budget] = [(self._engine_mb, self._preload_mb, 0.0)]
+        if math.isfinite(self._preload_ms):
+            budgets.append((load_ms, self._preload_ms, self._preload_ms))
+        chosen = _prefix(neighbours, budgets)
         self._pool.preload(chosen)
-        measured = self._within_budget(chosen, unknown_fits=False)
+        measured = _prefix(chosen, [(self._engine_mb, self._preload_mb, None)])
         if measured != chosen:
             self._pool.preload(measured)
 
-    def _within_budget(self, order: list[str], *, unknown_fits: bool) -> list[str]:
-        """The longest prefix of ``order`` whose engines fit ``preload_memory_mb``; an
-        unknown cost fits while room is left when ``unknown_fits``, else ends the list."""
-        chosen, used = [], 0.0
-        for vid in order:
-            cost = self._engine_mb(vid)
-            if cost is None:
-                if not (unknown_fits and used < self._preload_mb):
-                    break
-            elif used + cost > self._preload_mb:
-                break
-            chosen.append(vid)
-            used += cost or 0.0
-        return chosen
-
     def state(self) -> LoopState:
         return LoopState(self._context, self._decision, self._ticks, self._source_errors)
+
+
+# a cost, its limit, and what an unknown cost (None) counts as while room is left (None:
+# an unknown cost ends the list)
+Budget = tuple[Callable[[str], "float | None"], float, "float | None"]
+
+
+def _prefix(order: list[str], budgets: list[Budget]) -> list[str]:
+    """The longest prefix of ``order`` that fits every budget in ``budgets``."""
+    used = [0.0] * len(budgets)
+    for n, vid in enumerate(order):
+        for i, (cost_of, limit, unknown) in enumerate(budgets):
+            cost = cost_of(vid)
+            if cost is None:
+                if unknown is None or used[i] >= limit:
+                    return order[:n]
+                cost = unknown
+            elif used[i] + cost > limit:
+                return order[:n]
+            used[i] += cost
+    return list(order)

@@ -58,8 +58,10 @@ class EnginePool:
         *,
         retry_unhealthy_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        warm: Callable[[str, Engine], object] | None = None,
     ) -> None:
         self._loader = loader
+        self._warm = warm  # runs an engine about to serve (`_ready`)
         self._lock = threading.Lock()  # guards _leases and _resident; never held while loading
         self._swap_lock = threading.Lock()  # one load/swap at a time
         self._leases = Leases()
@@ -122,6 +124,12 @@ class EnginePool:
         seen (None until it was loaded here)."""
         with self._lock:
             return self._resident.load_mb.get(variant_id)
+
+    def load_ms(self, variant_id: str) -> float | None:
+        """What loading ``variant_id`` took the last time (None until it was loaded
+        here): the work a preload of it puts on the cores the engines serve on."""
+        with self._lock:
+            return self._resident.load_ms.get(variant_id)
 
     def forgive(self, variant_id: str) -> None:
         """Let a variant that failed to load be tried again."""
@@ -201,6 +209,7 @@ class EnginePool:
         preloaded = engine is not None
         if engine is None:
             engine = self._load(variant_id)
+        self._ready(variant_id, engine)
         with self._lock:
             old, old_id = self._resident.make_active(variant_id, engine)
             keep = reuse and self._resident.max_pinned > 0 and old_id not in (None, variant_id)
@@ -221,7 +230,7 @@ class EnginePool:
         """The loader's engine, with what it cost in memory; any failure (MemoryError
         included) marks the variant unhealthy and is raised as an EngineError that says
         why and what to do."""
-        rss = _rss()
+        rss, started = _rss(), time.perf_counter()
         try:
             with self._working():
                 engine = self._loader(variant_id)
@@ -242,10 +251,30 @@ class EnginePool:
             with self._lock:
                 seen = self._resident.load_mb
                 seen[variant_id] = max(grew, seen.get(variant_id, 0.0))
+                self._resident.load_ms[variant_id] = (time.perf_counter() - started) * 1e3
             return engine
         self._health.mark(variant_id, error.message)
         log.warning("engine %s failed to load; marked unhealthy: %s", variant_id, error.message)
         raise error from cause
+
+    def _ready(self, variant_id: str, engine: Engine) -> None:
+        """Warm ``engine`` (held by no role) before it serves; an engine that cannot run is
+        closed once its leases end, its variant marked unhealthy, an EngineError raised."""
+        if self._warm is None:
+            return
+        try:
+            with self._working():
+                self._warm(variant_id, engine)
+        except Exception as exc:  # a backend's own error too
+            with self._lock:
+                leaving = self._leases.retire(engine)
+            if leaving is not None:
+                leaving.close()
+            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            message = f"{variant_id} loaded but cannot run: {reason}"
+            self._health.mark(variant_id, message)
+            log.warning("engine %s failed its first run; marked unhealthy: %s", variant_id, reason)
+            raise EngineError(message) from exc
 
     @contextmanager
     def lease(self, variant_id: str | None = None) -> Iterator[tuple[str, Engine]]:
@@ -285,7 +314,9 @@ class EnginePool:
         why = self.unhealthy_reason(variant_id)
         if why is None:
             try:
-                return self._load(variant_id)
+                engine = self._load(variant_id)
+                self._ready(variant_id, engine)
+                return engine
             except EngineError as exc:
                 why = exc.message
         raise NotReadyError(

@@ -6,7 +6,7 @@
   last active ones, so a switch back needs no load).
 
 It also keeps what loading each variant cost (the process's resident memory before and
-after the load), so the preloader budgets with measured figures.
+after the load, and the time it took), so the preloader budgets with measured figures.
 
 `Residency` has no lock of its own: every method is called under the pool's lock
 (`edge_service.runtime.pool.EnginePool`), which is the only owner of an instance.
@@ -28,7 +28,8 @@ class Residency:
         self.active_id: str | None = None
         self.standby: dict[str, Engine] = {}
         self.pinned: OrderedDict[str, Engine] = OrderedDict()
-        self.load_mb: dict[str, float] = {}  # measured when last loaded
+        self.load_mb: dict[str, float] = {}  # measured when loaded, the most seen
+        self.load_ms: dict[str, float] = {}  # how long the last load took
 
     def find(self, variant_id: str | None) -> tuple[Engine, str] | None:
         """The loaded engine for a request (None: the active one), or None when that

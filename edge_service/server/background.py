@@ -31,6 +31,25 @@ from edge_service.repository import Catalog, catalog_path, load_catalog
 log = logging.getLogger(__name__)
 
 
+def build_state(
+    catalog: Catalog, family_dir: Path, device: str, background: BackgroundBuild | None
+) -> dict[str, object]:
+    """Where the family's build stands, for /v1/status and the dashboard: complete or
+    still growing, the front's origin, the device the catalog was measured on (a foreign
+    one, not ``device``, is not trusted), the background build's phase and its progress."""
+    build = catalog.build
+    built_on = (build.get("device") or {}).get("id")
+    progress = read_progress(family_dir)
+    return {
+        "complete": bool(build.get("complete", True)),
+        "front": (build.get("front") or {}).get("mode"),
+        "catalog_device": built_on,
+        "foreign": built_on != device,
+        "background": background.phase if background else None,
+        "progress": progress.to_dict() if progress else None,
+    }
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()

@@ -1,10 +1,13 @@
-"""Engines as the service loads them: the loader over the repository, the blank frame
-warm-up and shadow runs feed, and how many rows one engine call may take."""
+"""Engines as the service loads them: the loader over the repository, the warm run before
+an engine serves, the blank frame warm-up and shadow runs feed, and how many rows one
+engine call may take."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edge_service.repository import Catalog
@@ -13,34 +16,75 @@ from edge_service.runtime.loader import open_engine
 
 
 def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[[str], Engine]:
-    """A ``variant_id -> loaded Engine`` function over the repository (checksums verified),
-    each engine warmed by one call (`warm`)."""
+    """A ``variant_id -> loaded Engine`` function over the repository (checksums verified).
+    Engines come back cold: the pool warms one (`Warmer`) when it is about to serve."""
 
     def load(variant_id: str) -> Engine:
-        engine = open_engine(catalog.variant(variant_id), family_dir, threads)
-        try:
-            warm(engine)
-        except BaseException:
-            engine.close()
-            raise
-        return engine
+        return open_engine(catalog.variant(variant_id), family_dir, threads)
 
     return load
 
 
-def warm(engine: Engine) -> bool:
-    """Run ``engine`` once on zeros of one row, so its first served call does not pay for
-    the runtime's first-run allocations (ONNX Runtime: 2-3x a warm call); an engine that
-    cannot run fails here, at load, not on a request. False (nothing run) when a dimension
-    other than the batch is not fixed (no shape to feed)."""
+COLD_PENALTY = 1.5  # a first call this much slower than the second is worth a warm run
+
+
+class Warmer:
+    """Runs an engine once on zeros before it serves, where that pays.
+
+    ONNX Runtime's first call on a small classifier costs 2-3x a warm one (first-run
+    allocations), and a served call that pays it goes over a tight budget; a detector's
+    first call costs what the next does (50-130 ms on one core here), and running it would
+    only slow the engine already serving. So the first time a variant is warmed it runs
+    twice and remembers whether the first call was ``COLD_PENALTY`` slower; later engines
+    of that variant are warmed only if it was. The pool calls this for an engine about to
+    be served (swapped in, or loaded for a pinned request), not for one preloaded on
+    standby: an engine that may never serve costs no run, and a shadow run does its own
+    warm-up. An engine that cannot run fails here, before any request reaches it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._lock = threading.Lock()
+        self._pays: dict[str, bool] = {}
+        self._clock = clock
+
+    def __call__(self, variant_id: str, engine: Engine) -> None:
+        with self._lock:
+            pays = self._pays.get(variant_id)
+        if pays is False:
+            return
+        first = _timed_run(engine, self._clock)
+        if first is None or pays is not None:
+            return
+        second = _timed_run(engine, self._clock)
+        assert second is not None
+        with self._lock:
+            self._pays[variant_id] = first > COLD_PENALTY * second
+
+    def pays(self, variant_id: str) -> bool | None:
+        """Whether warming ``variant_id`` pays (None: not measured yet)."""
+        with self._lock:
+            return self._pays.get(variant_id)
+
+    def forget(self, variant_ids: Iterable[str]) -> None:
+        """Measure these variants again (their artifacts changed)."""
+        with self._lock:
+            for vid in variant_ids:
+                self._pays.pop(vid, None)
+
+
+def _timed_run(engine: Engine, clock: Callable[[], float]) -> float | None:
+    """Seconds one call on zeros of one row took; None (nothing run) when a dimension other
+    than the batch is not fixed (no shape to feed)."""
     import numpy as np
 
     rest = engine.info().input_shape[1:]
     dims = [d for d in rest if isinstance(d, int) and d >= 1]
     if len(dims) != len(rest):
-        return False
-    engine.infer(np.zeros((1, *dims), dtype=np.float32))
-    return True
+        return None
+    batch = np.zeros((1, *dims), dtype=np.float32)
+    started = clock()
+    engine.infer(batch)
+    return clock() - started
 
 
 @functools.cache

@@ -10,7 +10,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from edge_service.buildstate import read_progress
 from edge_service.config import Settings
 from edge_service.control.decision import Decision
 from edge_service.control.events import AdaptationEvent, EventLog
@@ -34,7 +33,7 @@ from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.pool import EnginePool
 from edge_service.server.background import BackgroundBuild, CatalogWatcher
 from edge_service.server.broadcast import Broadcaster
-from edge_service.server.engines import batch_limit, blank_png, engine_loader
+from edge_service.server.engines import Warmer, batch_limit, blank_png, engine_loader
 from edge_service.server.power import ModeChange, PowerControl
 from edge_service.server.telemetry import StateCollector, Telemetry
 from edge_service.server.threads import ThreadFallback
@@ -65,6 +64,7 @@ class Service:
     watcher: CatalogWatcher | None = None
     engine_memory: EngineMemory  # the preloader's costs, by the catalog served now
     learner: LatencyLearner = field(default_factory=LatencyLearner)  # outlives strategies
+    warmer: Warmer = field(default_factory=Warmer)  # the pool's, measured per variant
     fallback: ThreadFallback | None = None  # fewer engine threads under a CPU competitor
 
     def preprocess(self, variant_id: str | None = None) -> Preprocess:
@@ -119,22 +119,6 @@ class Service:
         self.loop.tick()
         return change
 
-    def build_state(self) -> dict[str, object]:
-        """Where the family's build stands, for /v1/status and the dashboard: complete or
-        still growing, the front's origin, the device the catalog was measured on (a
-        foreign one is not trusted), the background build's phase and its progress."""
-        build = self.catalog.build
-        built_on = (build.get("device") or {}).get("id")
-        progress = read_progress(self.settings.family_dir)
-        return {
-            "complete": bool(build.get("complete", True)),
-            "front": (build.get("front") or {}).get("mode"),
-            "catalog_device": built_on,
-            "foreign": built_on != self.device,
-            "background": self.background.phase if self.background else None,
-            "progress": progress.to_dict() if progress else None,
-        }
-
     def reload_catalog(self, catalog: Catalog) -> None:
         """Serve from ``catalog`` from now on (a build or profile run wrote a new one).
 
@@ -151,7 +135,9 @@ class Service:
                 engine_loader(catalog, self.settings.family_dir, self.engine_threads)
             )
             now = {v.id: v.artifact.sha256 for v in catalog.variants}
-            self.learner.forget(v for v, sha in now.items() if before.get(v) not in (None, sha))
+            changed = [v for v, sha in now.items() if before.get(v) not in (None, sha)]
+            self.learner.forget(changed)
+            self.warmer.forget(changed)
             active = self.pool.active_id
             if active in now and before.get(active) not in (None, now[active]):
                 self.pool.reload()
@@ -304,9 +290,11 @@ def start_service(
     catalog = load_catalog(settings.family_dir)
     device = device_id()
     power = PowerControl.create(settings)  # before any engine thread starts
+    warmer = Warmer()
     pool = EnginePool(
         engine_loader(catalog, settings.family_dir, power.threads),
         max_pinned=settings.max_pinned_engines,
+        warm=warmer,
     )
     events = EventLog(settings.events_kept)
     src = source or open_source(
@@ -325,6 +313,7 @@ def start_service(
         events=events,
         period_s=settings.monitor_period_s,
         preload_memory_mb=settings.preload_memory_mb,
+        preload_load_ms=settings.preload_load_ms,
         engine_memory_mb=engine_memory,
     )
     telemetry = Telemetry(settings.streams_kept)
@@ -355,6 +344,7 @@ def start_service(
         broadcaster=hub,
         policy=policy,
         learner=learner,
+        warmer=warmer,
         engine_memory=engine_memory,
     )
     telemetry.registry.register(StateCollector(service.live_state))

@@ -19,6 +19,7 @@ from edge_service.device import current as current_device
 from edge_service.errors import BadInputError, ConfigError, OverloadedError
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.context import Context
+from edge_service.server.background import build_state
 from edge_service.server.broadcast import sse
 from edge_service.server.power import ModeChange
 from edge_service.server.schemas import (
@@ -93,7 +94,9 @@ class StatusView:
             last_swap_ms=service.pool.last_swap_ms,
             latency_ms=service.telemetry.window(),
             device_name=current_device().name,
-            build=service.build_state(),
+            build=build_state(
+                service.catalog, service.settings.family_dir, service.device, service.background
+            ),
             shadow_runs=service.loop.probes,
             served_slo=_slo(service.loop.strategy.served_slo()),
         )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from support import profiled_catalog
+
 from edge_service.compile.trt_family import merge_tensorrt, tensorrt_jobs
-from edge_service.repository import parse_catalog
 from edge_service.variants import VariantSpec
 
 SHA = "0" * 64
@@ -23,21 +24,8 @@ def _variant(
     }
 
 
-def _catalog(*variants: dict[str, Any]):
-    return parse_catalog(
-        {
-            "schema_version": 1,
-            "family": "fashion",
-            "task": "classification",
-            "labels": ["a"],
-            "input": {"shape": ["batch", 1, 28, 28], "mean": 0.5, "std": 0.5},
-            "variants": list(variants),
-        }
-    )
-
-
 def test_each_network_gets_fp16_from_fp32_and_int8_from_int8_when_planned() -> None:
-    cat = _catalog(
+    cat = profiled_catalog(
         _variant(("id", "id"), "fp32"),
         _variant(("id", "id"), "int8"),
         _variant(("dw", "id"), "fp32"),
@@ -51,8 +39,10 @@ def test_each_network_gets_fp16_from_fp32_and_int8_from_int8_when_planned() -> N
 
 
 def test_tensorrt_int8_replaces_onnx_runtime_int8_when_merged() -> None:
-    cat = _catalog(_variant(("id",), "fp32"), _variant(("id",), "int8"))
-    built = _catalog(_variant(("id",), "fp16", "tensorrt"), _variant(("id",), "int8", "tensorrt"))
+    cat = profiled_catalog(_variant(("id",), "fp32"), _variant(("id",), "int8"))
+    built = profiled_catalog(
+        _variant(("id",), "fp16", "tensorrt"), _variant(("id",), "int8", "tensorrt")
+    )
     merged = merge_tensorrt(cat, list(built.variants))
     assert {(v.id, v.backend) for v in merged.variants} == {
         ("base@fp32", "onnxruntime"),
@@ -62,5 +52,5 @@ def test_tensorrt_int8_replaces_onnx_runtime_int8_when_merged() -> None:
 
 
 def test_no_jobs_come_from_tensorrt_variants_when_family_already_has_them() -> None:
-    cat = _catalog(_variant(("id",), "fp32"), _variant(("id",), "int8", "tensorrt"))
+    cat = profiled_catalog(_variant(("id",), "fp32"), _variant(("id",), "int8", "tensorrt"))
     assert [j.precision for j in tensorrt_jobs(cat)] == ["fp16"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from support import PROFILED, ConstantEngine, mode_context
+from support import PROFILED, ConstantEngine, mode_context, profiled_catalog, profiled_variant
 
 from edge_service.control.budget_strategy import BudgetStrategy
 from edge_service.control.events import EventLog
@@ -96,25 +96,26 @@ def test_unhealthy_variant_is_not_chosen_again_when_its_load_failed() -> None:
     assert pool.active_id == "dw@fp32"
 
 
-def test_neighbours_are_preloaded_within_budget_when_a_switch_happens() -> None:
-    clock = Clock()
-    source = ReplaySource([_ctx(0.0, "MAXN")], clock=clock)
-    pool = EnginePool(ConstantEngine)
+def _preloading(catalog=PROFILED, pool: EnginePool | None = None, **budget: object):
+    """A budget loop in MAXN over ``catalog`` with the preload ``budget`` settings."""
+    pool = pool or EnginePool(ConstantEngine)
     loop = AdaptationLoop(
-        source=source,
+        source=ReplaySource([_ctx(0.0, "MAXN")], clock=Clock()),
         pool=pool,
         events=EventLog(16),
-        strategy=BudgetStrategy(Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0)),
-        preload_memory_mb=10.0,
-        engine_memory_mb=lambda _: 8.0,
+        strategy=BudgetStrategy(Predictor(catalog, "dev"), Policy(latency_budget_ms=2.0)),
+        **budget,  # type: ignore[arg-type]
     )
+    return loop, pool
+
+
+def test_neighbours_are_preloaded_within_budget_when_a_switch_happens() -> None:
+    loop, pool = _preloading(preload_memory_mb=10.0, engine_memory_mb=lambda _: 8.0)
     loop.tick()
     assert pool.active_id == "base@fp32" and pool.standby == ("dw@fp32",)
 
 
 def test_a_variant_whose_memory_nobody_measured_is_loaded_then_kept_only_if_it_fits() -> None:
-    clock = Clock()
-    source = ReplaySource([_ctx(0.0, "MAXN")], clock=clock)
     pool = EnginePool(ConstantEngine)
     measured: dict[str, float] = {}
     loaded: list[tuple[str, ...]] = []
@@ -131,14 +132,7 @@ def test_a_variant_whose_memory_nobody_measured_is_loaded_then_kept_only_if_it_f
             measured[vid] = 12.0
 
     pool.preload = preload  # type: ignore[method-assign]
-    loop = AdaptationLoop(
-        source=source,
-        pool=pool,
-        events=EventLog(16),
-        strategy=BudgetStrategy(Predictor(PROFILED, "dev"), Policy(latency_budget_ms=2.0)),
-        preload_memory_mb=10.0,
-        engine_memory_mb=cost,
-    )
+    loop, _ = _preloading(pool=pool, preload_memory_mb=10.0, engine_memory_mb=cost)
     loop.tick()
     assert loaded == [("dw@fp32",), ()]  # loaded to be measured, then over the budget
     assert pool.standby == ()
@@ -202,3 +196,49 @@ def test_a_power_mode_change_clears_the_holds() -> None:
     assert left.variant_id != "base@fp32"
     assert strategy.decide(_ctx(2.0, "MIN"), left.variant_id, 1.0).variant_id != "base@fp32"
     assert strategy.decide(_ctx(3.5, "MAXN"), left.variant_id, 1.0).variant_id == "base@fp32"
+
+
+def _preloading_loop(load_ms: dict[str, float], budget_ms: float):
+    """Four variants, loads that took ``load_ms`` before, ``budget_ms`` of loading."""
+    catalog = profiled_catalog(
+        *(
+            profiled_variant(stages, acc, {"MAXN": ms})
+            for stages, acc, ms in [
+                (("id",), 0.93, 1.0), (("p25",), 0.92, 0.8), (("p50",), 0.91, 0.6),
+                (("dw",), 0.90, 0.3),
+            ]
+        )
+    )  # fmt: skip
+    pool = EnginePool(ConstantEngine)
+    pool.load_ms = load_ms.get  # type: ignore[method-assign]  # what earlier loads took
+    loop, _ = _preloading(catalog, pool, preload_memory_mb=1000.0, preload_load_ms=budget_ms)
+    return loop, pool, [v.id for v in catalog.variants]
+
+
+def test_preloads_stop_where_loading_them_would_take_longer_than_the_time_budget() -> None:
+    _, _, ids = _preloading_loop({}, 150.0)
+    loop, pool, _ = _preloading_loop(dict.fromkeys(ids, 100.0), 150.0)
+    loop.tick()
+    assert pool.active_id == ids[0]
+    everyone = loop.strategy.neighbours(ids[0])
+    assert len(everyone) == 3
+    assert pool.standby == (everyone[0],)  # the nearest: one 100 ms load fits 150 ms
+
+    roomy, pool, _ = _preloading_loop(dict.fromkeys(ids, 10.0), 150.0)
+    roomy.tick()
+    assert pool.standby == tuple(everyone)  # cheap loads: every neighbour
+
+
+def test_a_variant_whose_load_time_is_unknown_is_loaded_once_while_time_is_left() -> None:
+    loop, pool, _ = _preloading_loop({}, 150.0)
+    loop.tick()
+    assert len(pool.standby) == 1  # the first one's load fills the time
+
+
+def test_engines_already_loaded_cost_no_load_time() -> None:
+    loop, pool, ids = _preloading_loop({}, 150.0)
+    pool.activate(ids[2])
+    pool.preload([ids[1], ids[3]])
+    loop.tick()  # to the most accurate; its neighbours are loaded (standby, or pinned)
+    assert pool.active_id == ids[0]
+    assert set(pool.standby) == set(ids[1:])  # no load time spent: all three kept

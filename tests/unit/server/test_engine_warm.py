@@ -1,24 +1,27 @@
-"""Every engine the service loads runs once before it serves: its first served call does
-not pay for the runtime's first-run allocations, and one that cannot run fails at load."""
+"""An engine about to serve runs once first where that pays: its first served call does
+not pay for the runtime's first-run allocations, and one that cannot run fails before a
+request reaches it; a variant whose first call costs what the next does is not run."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from support import ConstantEngine
+from support import Clock, ConstantEngine
 
 from edge_service.errors import EngineError
 from edge_service.runtime.engine import EngineInfo
-from edge_service.server import engines
-from edge_service.server.engines import engine_loader, warm
+from edge_service.server.engines import Warmer
 
 
-class Recording(ConstantEngine):
-    def __init__(self, shape: tuple[int | str, ...], fail: bool = False) -> None:
+class Timed(ConstantEngine):
+    """Each call advances ``clock`` by the next of ``costs_s`` (the last one repeats)."""
+
+    def __init__(
+        self, clock: Clock, costs_s: list[float], shape: tuple[int | str, ...] = ("b", 3, 8, 8)
+    ) -> None:
         super().__init__("v")
-        self.shape, self.fail, self.seen = shape, fail, []
+        self.clock, self.costs, self.shape, self.seen = clock, costs_s, shape, []
+        self.fail = False
 
     def info(self) -> EngineInfo:
         return EngineInfo("v", "test", "fp32", "input", self.shape, ("out",))
@@ -27,30 +30,47 @@ class Recording(ConstantEngine):
         if self.fail:
             raise EngineError("v failed to run: broken kernel")
         self.seen.append(batch.shape)
+        self.clock.t += self.costs[min(len(self.seen), len(self.costs)) - 1]
         return super()._infer_impl(batch)
 
 
-def test_warm_runs_one_row_of_zeros_of_the_engines_shape() -> None:
-    e = Recording(("batch", 3, 32, 32))
-    assert warm(e) is True
-    assert e.seen == [(1, 3, 32, 32)]
+def test_a_variant_with_a_slow_first_call_is_warmed_every_time_it_loads() -> None:
+    clock = Clock()
+    warmer = Warmer(clock)
+    first = Timed(clock, [0.003, 0.001])  # ONNX Runtime on a small classifier: 3x
+    warmer("v", first)
+    assert first.seen == [(1, 3, 8, 8), (1, 3, 8, 8)]  # measured: cold, then warm
+    assert warmer.pays("v") is True
+    again = Timed(clock, [0.003, 0.001])
+    warmer("v", again)
+    assert again.seen == [(1, 3, 8, 8)]  # known to pay: one run
 
 
-def test_warm_runs_nothing_when_a_dimension_other_than_the_batch_is_free() -> None:
-    e = Recording(("batch", 3, "height", "width"))
-    assert warm(e) is False
-    assert e.seen == []
+def test_a_variant_whose_first_call_costs_what_the_next_does_is_not_run_again() -> None:
+    clock = Clock()
+    warmer = Warmer(clock)
+    warmer("det", Timed(clock, [0.110, 0.100]))  # a detector: the first call is no slower
+    assert warmer.pays("det") is False
+    later = Timed(clock, [0.110, 0.100])
+    warmer("det", later)
+    assert later.seen == []
+    warmer.forget(["det"])  # its artifact was rebuilt: measured again
+    rebuilt = Timed(clock, [0.110, 0.100])
+    warmer("det", rebuilt)
+    assert len(rebuilt.seen) == 2
 
 
-def test_an_engine_that_cannot_run_fails_at_load_and_is_closed(monkeypatch) -> None:
-    broken = Recording((1, 1, 4, 4), fail=True)
-    monkeypatch.setattr(engines, "open_engine", lambda variant, family_dir, threads: broken)
+def test_nothing_runs_when_a_dimension_other_than_the_batch_is_free() -> None:
+    clock = Clock()
+    warmer = Warmer(clock)
+    free = Timed(clock, [0.01], shape=("batch", 3, "height", "width"))
+    warmer("v", free)
+    assert free.seen == [] and warmer.pays("v") is None
 
-    class Catalog:
-        def variant(self, vid: str) -> object:
-            return object()
 
-    load = engine_loader(Catalog(), Path("."), 1)  # type: ignore[arg-type]
+def test_an_engine_that_cannot_run_raises_from_the_warm_run() -> None:
+    clock = Clock()
+    broken = Timed(clock, [0.01])
+    broken.fail = True
     with pytest.raises(EngineError, match="broken kernel"):
-        load("v")
-    assert broken.closed
+        Warmer(clock)("v", broken)
