@@ -66,6 +66,7 @@ class AdaptationLoop:
         self.probes = 0  # shadow measurements made
         self._preload_mb = preload_memory_mb
         self._preload_ms = preload_load_ms
+        self._preloaded_at = -1  # the pool's reload count when the loop last preloaded
         self._engine_mb = engine_memory_mb or (lambda _: 0.0)
         self.events = events
         self._period = period_s
@@ -158,6 +159,8 @@ class AdaptationLoop:
         self._context, self._decision = ctx, decision
         if current is None or decision.changed:
             self._switch(ctx.t, ctx, current, decision)
+        elif self._pool.reloads != self._preloaded_at:
+            self._preload(current)  # a reload (new thread count) dropped the standby ones
         self._explore()
         return decision
 
@@ -290,10 +293,15 @@ class AdaptationLoop:
         takes ~100 ms per load here, a small classifier ~10 ms). Engines already loaded
         cost no time.
 
+        Also after the pool reloaded (a power mode or the thread fallback changed the
+        engines' threads), with no switch: the standby engines went with the old threads,
+        and the step down a violation needs next should not wait for a load.
+
         A variant whose memory nobody measured yet is loaded while the budget has room
         (its load measures it), and then the standby set is trimmed to the memory budget
         with the figures measured; one whose load time is unknown is loaded while time is
         left, and then the time is deemed spent."""
+        self._preloaded_at = self._pool.reloads
         if self._preload_mb <= 0 or self._preload_ms <= 0:
             return
         neighbours = self.strategy.neighbours(active)

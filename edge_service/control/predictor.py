@@ -18,6 +18,9 @@ The model has three steps.
      drops an idle GPU to its lowest clock, which would make every engine look up to ten
      times slower whenever the service is quiet.
 
+   Where the thread fallback runs CPU engines at fewer threads than the mode's profile
+   measured, a profile of this device at that many threads (another mode's) is the one
+   scaled instead: the variants do not slow down alike when they lose threads.
    A ratio whose either side is unknown or not positive is 1: no information, no scaling.
    "Nearest" is the profile needing the least scaling (smallest sum of |log ratio|), ties
    to the one recording more resources, then by name. Linear scaling is a first-order
@@ -55,6 +58,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from edge_service.control.learner import LatencyLearner, Learned
+from edge_service.control.scaling import is_gpu_backend, parallelism, ratios, scale_factor
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.context import Context
 from edge_service.repository import Catalog, Profile, Variant
@@ -179,6 +183,8 @@ class Predictor:
         accuracy = device_accuracy(variant, self._device)
         mode = _mode_name(ctx)
         found = self._find(variant, ctx, batch)
+        if found is not None:
+            found = self._at_threads(variant, found, batch)
         if found is None:
             return _unmeasured(variant_id, accuracy, mode)
         stats = found.profile.latency[str(batch)]
@@ -272,6 +278,28 @@ class Predictor:
         ours = [s for s in every if s.device == self._device]
         return min(ours or every, key=lambda s: _nearness(s, variant, ctx), default=None)
 
+    def _at_threads(self, variant: Variant, found: _Source, batch: int) -> _Source:
+        """Where the thread fallback runs CPU engines at fewer threads than the mode's
+        profile measured (`LatencyLearner.threads`), a profile of this device measured at
+        that many (another mode's: the fastest, the one least held back by its clocks), if
+        any: the mode's own is another machine's cost (a detector at one thread takes
+        1.5-2.1x what it takes at two here, by variant, which one contention factor shared
+        by every variant cannot say)."""
+        threads = self._learner.threads
+        if threads is None or is_gpu_backend(variant, found.profile):
+            return found
+        if parallelism(found.profile.threads, found.profile.cores) == threads:
+            return found
+        same = [
+            s
+            for s in _sources(variant, batch)
+            if s.device == self._device
+            and parallelism(s.profile.threads, s.profile.cores) == threads
+        ]
+        return min(
+            same, key=lambda s: (s.profile.latency[str(batch)].p50_ms, s.mode), default=found
+        )
+
     def _scaled_label(self, source: _Source) -> str:
         where = "" if source.device == self._device else f" on {source.device}"
         return f"scaled from {source.mode}{where}"
@@ -310,46 +338,10 @@ def _batch1_ms(variant: Variant, device: str) -> float:
     return ms if ms is not None else math.inf
 
 
-def is_gpu_backend(variant: Variant, profile: Profile) -> bool:
-    """True for TensorRT engines and ONNX Runtime profiles run on the CUDA / TensorRT EP."""
-    marker = profile.backend.lower()
-    return variant.backend == "tensorrt" or "cuda" in marker or "tensorrt" in marker
-
-
-def scale_factor(profile: Profile, variant: Variant, ctx: Context) -> float:
-    """How much slower (>1) or faster (<1) ``profile``'s latency is in ``ctx`` (module doc)."""
-    return math.prod(_ratios(profile, variant, ctx))
-
-
-def _ratios(profile: Profile, variant: Variant, ctx: Context) -> list[float]:
-    """The then / now resource ratios this backend depends on, where both sides are known."""
-    pairs: list[tuple[float | None, float | None]]
-    if is_gpu_backend(variant, profile):
-        gpu_now = ctx.gpu_max_freq_hz or ctx.gpu_freq_hz
-        pairs = [(profile.gpu_max_freq_hz, gpu_now)]
-    else:
-        cpu_now = max(ctx.cpu_freqs_hz, default=None)
-        pairs = [
-            (
-                _parallelism(profile.threads, profile.cores),
-                _parallelism(profile.threads, ctx.cpu_online),
-            ),
-            (profile.cpu_max_freq_hz, cpu_now),
-        ]
-    return [then / now for then, now in pairs if then and now and then > 0 and now > 0]
-
-
-def _parallelism(threads: int, cores: int | None) -> int | None:
-    """Cores an engine with ``threads`` threads (0: one per core) can use on ``cores``."""
-    if cores is None:
-        return None
-    return min(threads, cores) if threads > 0 else cores
-
-
 def _nearness(source: _Source, variant: Variant, ctx: Context) -> tuple[float, int, str, str]:
     """Sort key: least scaling, then most resources recorded, then names (deterministic)."""
-    ratios = _ratios(source.profile, variant, ctx)
-    return sum(abs(math.log(r)) for r in ratios), -len(ratios), source.device, source.mode
+    found = ratios(source.profile, variant, ctx)
+    return sum(abs(math.log(r)) for r in found), -len(found), source.device, source.mode
 
 
 def _energy(profile: Profile, p50_ms: float, *, exact: bool) -> tuple[float | None, bool]:

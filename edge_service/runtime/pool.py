@@ -70,6 +70,7 @@ class EnginePool:
         self.last_swap_ms: float | None = None
         self.last_swap_preloaded: bool | None = None
         self.swaps = 0
+        self.reloads = 0  # `reload` calls: each drops the standby engines
         self._busy = 0  # loads and swaps under way
         self._busy_end = -float("inf")  # time.perf_counter() when the last one ended
 
@@ -189,6 +190,7 @@ class EnginePool:
         changed the cores or threads an engine should use). The active engine is replaced
         atomically; standby and pinned engines are dropped (the loop preloads again)."""
         with self._swap_lock:
+            self.reloads += 1
             with self._lock:
                 dropped = self._resident.drop_standby_and_pinned()
                 to_close = [e for e in map(self._leases.retire, dropped) if e is not None]

@@ -189,7 +189,7 @@ class Service:
         if not self._ops_lock.acquire(blocking=False):
             return False
         try:
-            self.learner.set_regime("" if cap is None else f"{cap}t")  # learned apart
+            self.learner.set_regime(cap)  # learned apart
             self.pool.set_loader(
                 engine_loader(self.catalog, self.settings.family_dir, self.engine_threads)
             )

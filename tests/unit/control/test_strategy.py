@@ -242,3 +242,15 @@ def test_engines_already_loaded_cost_no_load_time() -> None:
     loop.tick()  # to the most accurate; its neighbours are loaded (standby, or pinned)
     assert pool.active_id == ids[0]
     assert set(pool.standby) == set(ids[1:])  # no load time spent: all three kept
+
+
+def test_standby_engines_a_reload_dropped_are_preloaded_again_without_a_switch() -> None:
+    _, _, ids = _preloading_loop({}, 150.0)
+    loop, pool, _ = _preloading_loop(dict.fromkeys(ids, 100.0), 150.0)
+    loop.tick()
+    standby = pool.standby
+    assert standby and pool.active_id == ids[0]
+    pool.reload()  # a new thread count: the standby engines are dropped
+    assert pool.standby == ()
+    loop.tick()  # nothing to switch, but the step down is loaded again
+    assert pool.active_id == ids[0] and pool.standby == standby
