@@ -282,9 +282,9 @@ class Predictor:
         """Where the thread fallback runs CPU engines at fewer threads than the mode's
         profile measured (`LatencyLearner.threads`), a profile of this device measured at
         that many (another mode's: the fastest, the one least held back by its clocks), if
-        any: the mode's own is another machine's cost (a detector at one thread takes
-        1.5-2.1x what it takes at two here, by variant, which one contention factor shared
-        by every variant cannot say)."""
+        any: the mode's own is another machine's cost (a roadside detector at one thread
+        takes 1.34-1.82x what it takes at two here, by variant, which one contention
+        factor shared by every variant cannot say)."""
         threads = self._learner.threads
         if threads is None or is_gpu_backend(variant, found.profile):
             return found
