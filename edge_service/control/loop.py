@@ -291,9 +291,7 @@ class AdaptationLoop:
         ``preload_memory_mb`` of memory, and ``preload_load_ms`` of loading now (a load
         runs on the cores the engines serve on, so it slows the served calls: a detector
         takes ~100 ms per load here, a small classifier ~10 ms). Engines already loaded
-        cost no time, and the nearest (the step down a violation needs first, when the
-        active one is the most accurate) is loaded whatever its load takes (a detector's
-        took 90-490 ms here, by the load on its core).
+        cost no time.
 
         Also after the pool reloaded (a power mode or the thread fallback changed the
         engines' threads), with no switch: the standby engines went with the old threads,
@@ -315,8 +313,7 @@ class AdaptationLoop:
         budgets: list[Budget] = [(self._engine_mb, self._preload_mb, 0.0)]
         if math.isfinite(self._preload_ms):
             budgets.append((load_ms, self._preload_ms, self._preload_ms))
-        first = _prefix(neighbours, budgets[:1])[:1]  # the nearest, at any load time
-        chosen = _prefix(neighbours, budgets) or first
+        chosen = _prefix(neighbours, budgets)
         self._pool.preload(chosen)
         measured = _prefix(chosen, [(self._engine_mb, self._preload_mb, None)])
         if measured != chosen:

@@ -255,9 +255,3 @@ def test_standby_engines_a_reload_dropped_are_preloaded_again_without_a_switch()
     loop.tick()  # nothing to switch, but the step down is loaded again
     assert pool.active_id == ids[0] and pool.standby == standby
 
-
-def test_the_nearest_neighbour_is_preloaded_even_when_its_load_took_longer() -> None:
-    _, _, ids = _preloading_loop({}, 150.0)
-    loop, pool, _ = _preloading_loop(dict.fromkeys(ids, 400.0), 150.0)  # a loaded core
-    loop.tick()
-    assert pool.standby == (loop.strategy.neighbours(ids[0])[0],)
