@@ -18,6 +18,12 @@ class EdgeServiceError(Exception):
         self.message = message
 
 
+def error_reason(exc: BaseException) -> str:
+    """What went wrong, for a log line or an event: an EdgeServiceError's own message,
+    else the exception's type and text (a backend's own error)."""
+    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+
+
 class ConfigError(EdgeServiceError):
     """A setting is missing or unsafe."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from edge_service.control.decision import Decision
 from edge_service.control.events import AdaptationEvent, EventLog
 from edge_service.control.strategy import Strategy
-from edge_service.errors import EdgeServiceError
+from edge_service.errors import EdgeServiceError, error_reason
 from edge_service.monitor.context import Context
 from edge_service.monitor.source import MonitorSource
 from edge_service.runtime.pool import EnginePool
@@ -189,13 +189,13 @@ class AdaptationLoop:
         board was being read) once, not on every tick, until the source works again."""
         self._source_errors += 1
         name = getattr(self._source, "name", "?")
-        reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+        why = error_reason(exc)
         if self._source_ok is not False:
-            log.warning("monitor source %s failed (%s); keeping the current engine", name, reason)
+            log.warning("monitor source %s failed (%s); keeping the current engine", name, why)
             if not isinstance(exc, EdgeServiceError):
                 log.debug("monitor failure", exc_info=exc)
             if self._source_ok:
-                self._monitor_event(f"monitor lost: {name} cannot be read", reason)
+                self._monitor_event(f"monitor lost: {name} cannot be read", why)
         self._source_ok = False
         if self._pool.active_id is None:
             self._activate_default()

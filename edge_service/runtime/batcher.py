@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_service.errors import EdgeServiceError, EngineError, OverloadedError
+from edge_service.errors import EdgeServiceError, EngineError, OverloadedError, error_reason
 from edge_service.runtime.engine import EngineInfo
 from edge_service.runtime.pool import EnginePool
 
@@ -247,7 +247,7 @@ class MicroBatcher:
                 engine.infer(probe.x)
                 probe.times_ms.append((time.perf_counter() - started) * 1e3)
         except Exception as exc:  # noqa: BLE001 - the caller learns why; the worker lives on
-            probe.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+            probe.error = error_reason(exc)
         probe.next_t = time.perf_counter() + probe.gap_s
         if probe.error is not None or len(probe.times_ms) >= probe.runs:
             with self._cond:

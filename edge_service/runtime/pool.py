@@ -38,7 +38,7 @@ from contextlib import contextmanager
 
 import psutil
 
-from edge_service.errors import EdgeServiceError, EngineError, NotReadyError
+from edge_service.errors import EdgeServiceError, EngineError, NotReadyError, error_reason
 from edge_service.runtime.engine import Engine
 from edge_service.runtime.health import Health
 from edge_service.runtime.leases import Leases
@@ -272,10 +272,10 @@ class EnginePool:
                 leaving = self._leases.retire(engine)
             if leaving is not None:
                 leaving.close()
-            reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-            message = f"{variant_id} loaded but cannot run: {reason}"
+            why = error_reason(exc)
+            message = f"{variant_id} loaded but cannot run: {why}"
             self._health.mark(variant_id, message)
-            log.warning("engine %s failed its first run; marked unhealthy: %s", variant_id, reason)
+            log.warning("engine %s failed its first run; marked unhealthy: %s", variant_id, why)
             raise EngineError(message) from exc
 
     @contextmanager
