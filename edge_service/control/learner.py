@@ -176,20 +176,13 @@ class LatencyLearner:
         self._tail_cache: dict[tuple[str, str], tuple[float, int, _Tail | None]] = {}
         self._stall_added: dict[tuple[str, str], int] = {}
         self._regime = ""  # "" at the mode's engine threads, else e.g. "1t"
-        self._threads: int | None = None
 
     def set_regime(self, threads: int | None) -> None:
         """Learn with engines at ``threads`` threads from now on (fewer than the mode gives
         them: the thread fallback; None: the mode's own): each regime keeps its own
         latencies, contention and stalls per mode; a regime seen for the first time starts
         from the processor's last contention, like a new mode."""
-        self._threads = threads
         self._regime = "" if threads is None else f"{threads}t"
-
-    @property
-    def threads(self) -> int | None:
-        """The engines' threads where the thread fallback set them (None: the mode's)."""
-        return self._threads
 
     def _keyed(self, mode: str) -> str:
         regime = self._regime

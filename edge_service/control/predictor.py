@@ -18,9 +18,6 @@ The model has three steps.
      drops an idle GPU to its lowest clock, which would make every engine look up to ten
      times slower whenever the service is quiet.
 
-   Where the thread fallback runs CPU engines at fewer threads than the mode's profile
-   measured, a profile of this device at that many threads (another mode's) is the one
-   scaled instead: the variants do not slow down alike when they lose threads.
    A ratio whose either side is unknown or not positive is 1: no information, no scaling.
    "Nearest" is the profile needing the least scaling (smallest sum of |log ratio|), ties
    to the one recording more resources, then by name. Linear scaling is a first-order
@@ -58,7 +55,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from edge_service.control.learner import LatencyLearner, Learned
-from edge_service.control.scaling import is_gpu_backend, parallelism, ratios, scale_factor
+from edge_service.control.scaling import is_gpu_backend, ratios, scale_factor
 from edge_service.hostinfo import DEFAULT_POWER_MODE
 from edge_service.monitor.context import Context
 from edge_service.repository import Catalog, Profile, Variant
@@ -183,8 +180,6 @@ class Predictor:
         accuracy = device_accuracy(variant, self._device)
         mode = _mode_name(ctx)
         found = self._find(variant, ctx, batch)
-        if found is not None:
-            found = self._at_threads(variant, found, batch)
         if found is None:
             return _unmeasured(variant_id, accuracy, mode)
         stats = found.profile.latency[str(batch)]
@@ -277,28 +272,6 @@ class Predictor:
         every = list(_sources(variant, batch))
         ours = [s for s in every if s.device == self._device]
         return min(ours or every, key=lambda s: _nearness(s, variant, ctx), default=None)
-
-    def _at_threads(self, variant: Variant, found: _Source, batch: int) -> _Source:
-        """Where the thread fallback runs CPU engines at fewer threads than the mode's
-        profile measured (`LatencyLearner.threads`), a profile of this device measured at
-        that many (another mode's: the fastest, the one least held back by its clocks), if
-        any: the mode's own is another machine's cost (a roadside detector at one thread
-        takes 1.34-1.82x what it takes at two here, by variant, which one contention
-        factor shared by every variant cannot say)."""
-        threads = self._learner.threads
-        if threads is None or is_gpu_backend(variant, found.profile):
-            return found
-        if parallelism(found.profile.threads, found.profile.cores) == threads:
-            return found
-        same = [
-            s
-            for s in _sources(variant, batch)
-            if s.device == self._device
-            and parallelism(s.profile.threads, s.profile.cores) == threads
-        ]
-        return min(
-            same, key=lambda s: (s.profile.latency[str(batch)].p50_ms, s.mode), default=found
-        )
 
     def _scaled_label(self, source: _Source) -> str:
         where = "" if source.device == self._device else f" on {source.device}"

@@ -450,25 +450,6 @@ def test_what_is_learned_at_fewer_threads_is_kept_apart_and_found_again() -> Non
     assert p.estimate(CPU, ctx()).p50_ms == pytest.approx(at_mode)
 
 
-def test_at_fewer_threads_the_prior_is_a_profile_measured_at_that_many() -> None:
-    two, one = profile(1.0, threads=2, cores=2), profile(1.9, threads=1, cores=1)
-    slower_clock = profile(2.5, threads=1, cores=1)  # MIN: one core at a lower clock
-    cat = catalog(
-        variant(CPU, "onnxruntime", {DEVICE: {"MAXN": two, "HALF": one, "MIN": slower_clock}}),
-        variant(GPU, "tensorrt", {DEVICE: {"MAXN": GPU_MAXN}}),
-    )
-    p = Predictor(cat, DEVICE, learner=LatencyLearner(clock=Clock()))
-    assert p.estimate(CPU, ctx(cores=2)).prior_p50_ms == 1.0
-    p.learner.set_regime(1)  # the thread fallback: one thread per engine, in MAXN
-    at_one = p.estimate(CPU, ctx(cores=2))
-    assert at_one.prior_p50_ms == pytest.approx(1.9)  # HALF's, not MAXN's two threads
-    assert at_one.source == "scaled from HALF" and at_one.extrapolated
-    assert p.estimate(GPU, ctx(cores=2)).measured  # TensorRT has no CPU threads to cap
-    p.learner.set_regime(None)
-    back = p.estimate(CPU, ctx(cores=2))
-    assert back.prior_p50_ms == 1.0 and back.measured
-
-
 def test_a_reset_takes_the_contention_back_to_none() -> None:
     p, _ = learning()
     serve(p, CPU, 2.0, 20)

@@ -254,4 +254,3 @@ def test_standby_engines_a_reload_dropped_are_preloaded_again_without_a_switch()
     assert pool.standby == ()
     loop.tick()  # nothing to switch, but the step down is loaded again
     assert pool.active_id == ids[0] and pool.standby == standby
-
