@@ -51,6 +51,18 @@ class ConstantEngine(EngineBase):
         self.closed = True
 
 
+class ThreadedEngine(ConstantEngine):
+    """A ConstantEngine that says it runs ``threads`` intra-op threads on ``backend``."""
+
+    def __init__(self, variant_id: str, threads: int, backend: str = "onnxruntime") -> None:
+        super().__init__(variant_id)
+        self.threads, self.backend = threads, backend
+
+    def info(self) -> EngineInfo:
+        vid, backend = self.variant_id, self.backend
+        return EngineInfo(vid, backend, "fp32", "x", (1,), ("y",), (), self.threads)
+
+
 MAX_BODY = 65_536  # the body limit the integration server runs with
 # Bounds on waits for a condition, never expectations of speed: generous enough for a
 # machine 7x slower than this one, under load (a server starts in ~3 s here).

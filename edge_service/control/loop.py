@@ -300,11 +300,20 @@ class AdaptationLoop:
         A variant whose memory nobody measured yet is loaded while the budget has room
         (its load measures it), and then the standby set is trimmed to the memory budget
         with the figures measured; one whose load time is unknown is loaded while time is
-        left, and then the time is deemed spent."""
+        left, and then the time is deemed spent.
+
+        Where the pool loads on its idle thread (engines at one thread: `preload_idle`),
+        a load takes only the time served calls leave, so only memory bounds it."""
         self._preloaded_at = self._pool.reloads
         if self._preload_mb <= 0 or self._preload_ms <= 0:
             return
         neighbours = self.strategy.neighbours(active)
+        if self._pool.idle_loads:
+            memory: list[Budget] = [(self._engine_mb, self._preload_mb, 0.0)]
+            self._pool.preload_idle(
+                _prefix(neighbours, memory), fits=lambda ids: _prefix(ids, memory)
+            )
+            return
         loaded = set(self._pool.loaded)
 
         def load_ms(vid: str) -> float | None:

@@ -20,12 +20,10 @@ to load). Leases and residency change together, under the pool's one lock; healt
 own. Loads run under a second lock (one at a time) with the first one released, so a
 request never waits for a load it did not ask for.
 
-A load (an ONNX Runtime session takes ~10 ms of CPU for a small classifier, far more for
-a detector) or a swap is work the server does on the cores its engines serve on: an engine
-call that overlaps one runs slower than the board makes it. `EnginePool.disturbed` says
-whether a call that started at a given time did (or ran within ``SETTLE_S`` after one,
-while the new engine's threads wake), so the controller learns the board from the other
-calls only.
+A load or a swap is the server's own work on the cores its engines serve on: calls that
+overlap one say so (`disturbed`, `edge_service.runtime.busy`), so the controller learns the
+board from the other calls only. Standby engines may instead load on a thread of the
+lowest priority (`preload_idle`, `edge_service.runtime.idle_loader`), which disturbs none.
 """
 
 from __future__ import annotations
@@ -39,13 +37,14 @@ from contextlib import contextmanager
 import psutil
 
 from edge_service.errors import EdgeServiceError, EngineError, NotReadyError, error_reason
+from edge_service.runtime.busy import OwnWork
 from edge_service.runtime.engine import Engine
 from edge_service.runtime.health import Health
+from edge_service.runtime.idle_loader import IdleLoader
 from edge_service.runtime.leases import Leases
 from edge_service.runtime.residency import Residency
 
 log = logging.getLogger(__name__)
-SETTLE_S = 0.1  # after a load or swap, calls still run on cold threads and caches
 
 
 class EnginePool:
@@ -59,8 +58,12 @@ class EnginePool:
         retry_unhealthy_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         warm: Callable[[str, Engine], object] | None = None,
+        idle_loads: bool = False,
     ) -> None:
         self._loader = loader
+        self._loader_gen = 0  # `set_loader` calls: an idle load from an older loader is stale
+        self.idle_loads = idle_loads  # `set_loader`
+        self.idle = IdleLoader(self)  # its thread starts at the first `preload_idle`
         self._warm = warm  # runs an engine about to serve (`_ready`)
         self._lock = threading.Lock()  # guards _leases and _resident; never held while loading
         self._swap_lock = threading.Lock()  # one load/swap at a time
@@ -71,26 +74,12 @@ class EnginePool:
         self.last_swap_preloaded: bool | None = None
         self.swaps = 0
         self.reloads = 0  # `reload` calls: each drops the standby engines
-        self._busy = 0  # loads and swaps under way
-        self._busy_end = -float("inf")  # time.perf_counter() when the last one ended
-
-    @contextmanager
-    def _working(self) -> Iterator[None]:
-        """Mark a load or swap (the server's own work on the engines' cores)."""
-        with self._lock:
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._busy -= 1
-                self._busy_end = time.perf_counter()
+        self._own = OwnWork()  # loads and swaps under way, for `disturbed`
 
     def disturbed(self, started: float) -> bool:
         """True when an engine call that started at ``started`` (``time.perf_counter()``)
         overlapped a load or swap, or began within ``SETTLE_S`` after one ended."""
-        with self._lock:
-            return self._busy > 0 or started <= self._busy_end + SETTLE_S
+        return self._own.disturbed(started)
 
     @property
     def unhealthy(self) -> frozenset[str]:
@@ -136,34 +125,78 @@ class EnginePool:
         """Let a variant that failed to load be tried again."""
         self._health.forgive(variant_id)
 
-    def set_loader(self, loader: Callable[[str], Engine]) -> None:
-        """Load later engines with ``loader`` (e.g. at a new thread count); see ``reload``."""
-        with self._swap_lock:
-            self._loader = loader
+    def set_loader(self, loader: Callable[[str], Engine], *, idle_loads: bool = False) -> None:
+        """Load later engines with ``loader`` (e.g. at a new thread count); see ``reload``.
+        ``idle_loads``: its engines run their calls on the calling thread (one ONNX Runtime
+        intra-op thread: no worker threads to inherit a priority), so standby engines may
+        be loaded on a thread of the lowest CPU priority (`preload_idle`)."""
+        with self._swap_lock, self._lock:
+            self._loader, self.idle_loads = loader, idle_loads
+            self._loader_gen += 1
 
     def preload(self, variant_ids: list[str]) -> None:
-        """Keep exactly these variants (bar the active one) loaded on standby; failures
-        mark the variant unhealthy and are not raised (preloading is best effort)."""
+        """Keep exactly these variants (bar the active one) loaded on standby, loading the
+        missing ones now, one after another; failures mark the variant unhealthy and are not
+        raised (preloading is best effort)."""
         with self._swap_lock:
-            sick = self.unhealthy
-            with self._lock:
-                active = self._resident.active_id
-                wanted = [v for v in variant_ids if v != active and v not in sick]
-                dropped = self._resident.keep_standby(wanted)
-                to_close = [e for e in map(self._leases.retire, dropped) if e is not None]
-            _close(to_close)
+            for vid in self.standby_gaps(variant_ids):
+                try:
+                    engine = self._load(vid)
+                except EngineError:
+                    continue  # preloading is best effort; _load logged why
+                self._add_standby(vid, engine, None)
+
+    def preload_idle(
+        self, variant_ids: list[str], fits: Callable[[list[str]], list[str]] | None = None
+    ) -> None:
+        """`preload` on the pool's ``idle`` loader: one thread at the lowest CPU priority,
+        so loads take only the time served calls leave. Returns at once; a later call
+        replaces what is left to load; ``fits`` trims the list again before each load."""
+        self.idle.want(variant_ids, fits)
+
+    def standby_gaps(self, variant_ids: list[str]) -> list[str]:
+        """Keep on standby only ``variant_ids`` (bar the active one and unhealthy ones),
+        promoting pinned engines to standby; the wanted variants still to load, in order."""
+        sick = self.unhealthy
+        with self._lock:
+            active = self._resident.active_id
+            wanted = [v for v in variant_ids if v != active and v not in sick]
+            dropped = self._resident.keep_standby(wanted)
+            to_close = [e for e in map(self._leases.retire, dropped) if e is not None]
+            missing = []
             for vid in wanted:
-                with self._lock:
-                    if vid in self._resident.standby:
-                        continue
-                    found = self._resident.pinned.pop(vid, None)  # promote, no load
-                if found is None:
-                    try:
-                        found = self._load(vid)
-                    except EngineError:
-                        continue  # preloading is best effort; _load logged why
-                with self._lock:
+                found = self._resident.pinned.pop(vid, None)  # promote, no load
+                if found is not None:
                     self._resident.standby[vid] = found
+                elif vid not in self._resident.standby:
+                    missing.append(vid)
+        _close(to_close)
+        return missing
+
+    def load_idle(self, variant_id: str) -> None:
+        """Load ``variant_id`` onto standby from the caller's thread, with no lock held
+        while it loads (the idle loader's thread: its load does not disturb served calls,
+        and its time is not the load time a foreground preload would cost). Dropped if a
+        new loader came meanwhile or the variant became active; failures are logged and
+        mark the variant unhealthy, as in `preload`."""
+        with self._lock:
+            loader, gen = self._loader, self._loader_gen
+        try:
+            engine = self._load(variant_id, loader=loader)
+        except EngineError:
+            return
+        self._add_standby(variant_id, engine, gen)
+
+    def _add_standby(self, variant_id: str, engine: Engine, gen: int | None) -> None:
+        """Put ``engine`` on standby, unless the variant is loaded already (an idle load
+        and a foreground one met) or ``gen`` is an older loader's: then close it."""
+        with self._lock:
+            stale = gen not in (None, self._loader_gen)
+            stale = stale or variant_id in self._resident.loaded()
+            if not stale:
+                self._resident.standby[variant_id] = engine
+        if stale:
+            engine.close()
 
     @property
     def active_id(self) -> str | None:
@@ -185,23 +218,29 @@ class EnginePool:
                 return
             self._swap_in(variant_id, reuse=True)
 
-    def reload(self) -> None:
-        """Replace every loaded engine by a fresh one from the loader (after the power mode
-        changed the cores or threads an engine should use). The active engine is replaced
-        atomically; standby and pinned engines are dropped (the loop preloads again)."""
+    def reload(self, keep: Callable[[Engine], bool] | None = None) -> bool:
+        """Replace the loaded engines by fresh ones from the loader (after the power mode
+        changed the cores or threads an engine should use): every one, or those ``keep``
+        rejects (an engine already at the new thread count can stay). The active engine is
+        replaced atomically; standby and pinned engines are dropped (the loop preloads
+        again). True, counted in ``reloads``, when any engine went."""
         with self._swap_lock:
-            self.reloads += 1
             with self._lock:
-                dropped = self._resident.drop_standby_and_pinned()
+                dropped = self._resident.drop_standby_and_pinned(keep)
+                active, engine = self._resident.active_id, self._resident.active
+                stale = engine is not None and (keep is None or not keep(engine))
+                if not dropped and not stale:
+                    return False
+                self.reloads += 1
                 to_close = [e for e in map(self._leases.retire, dropped) if e is not None]
-                active = self._resident.active_id
             _close(to_close)
-            if active is not None:
+            if stale and active is not None:
                 self._swap_in(active, reuse=False)
+            return True
 
     def _swap_in(self, variant_id: str, *, reuse: bool) -> None:
         """Under the swap lock: make ``variant_id`` active (loaded unless ``reuse`` finds it)."""
-        with self._working():
+        with self._own.working():
             self._swap_in_locked(variant_id, reuse=reuse)
 
     def _swap_in_locked(self, variant_id: str, *, reuse: bool) -> None:
@@ -228,14 +267,17 @@ class EnginePool:
         _close(to_close)
         log.info("active engine is now %s (swap %.2f ms)", variant_id, self.last_swap_ms)
 
-    def _load(self, variant_id: str) -> Engine:
-        """The loader's engine, with what it cost in memory; any failure (MemoryError
-        included) marks the variant unhealthy and is raised as an EngineError that says
-        why and what to do."""
+    def _load(self, variant_id: str, loader: Callable[[str], Engine] | None = None) -> Engine:
+        """The loader's engine, with what it cost in memory (and, but for an idle load
+        from ``loader``, in time); any failure (MemoryError included) marks the variant
+        unhealthy and is raised as an EngineError that says why and what to do."""
         rss, started = _rss(), time.perf_counter()
         try:
-            with self._working():
-                engine = self._loader(variant_id)
+            if loader is not None:  # the idle loader's: the served calls are not disturbed
+                engine = loader(variant_id)
+            else:
+                with self._own.working():
+                    engine = self._loader(variant_id)
         except EdgeServiceError as exc:
             error = EngineError(exc.message)
             cause: BaseException = exc
@@ -253,7 +295,8 @@ class EnginePool:
             with self._lock:
                 seen = self._resident.load_mb
                 seen[variant_id] = max(grew, seen.get(variant_id, 0.0))
-                self._resident.load_ms[variant_id] = (time.perf_counter() - started) * 1e3
+                if loader is None:
+                    self._resident.load_ms[variant_id] = (time.perf_counter() - started) * 1e3
             return engine
         self._health.mark(variant_id, error.message)
         log.warning("engine %s failed to load; marked unhealthy: %s", variant_id, error.message)
@@ -265,7 +308,7 @@ class EnginePool:
         if self._warm is None:
             return
         try:
-            with self._working():
+            with self._own.working():
                 self._warm(variant_id, engine)
         except Exception as exc:  # a backend's own error too
             with self._lock:
@@ -337,7 +380,8 @@ class EnginePool:
         return found
 
     def close(self) -> None:
-        """Close every engine the pool holds."""
+        """Stop the idle loader; close every engine the pool holds."""
+        self.idle.close()
         with self._lock:
             engines = [*self._resident.clear(), *self._leases.clear()]
         _close(engines)

@@ -15,6 +15,7 @@ after the load, and the time it took), so the preloader budgets with measured fi
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 from edge_service.runtime.engine import Engine
 
@@ -68,10 +69,13 @@ class Residency:
         """Drop the standby engines not ``wanted``; the engines dropped."""
         return [self.standby.pop(v) for v in list(self.standby) if v not in wanted]
 
-    def drop_standby_and_pinned(self) -> list[Engine]:
-        dropped = [*self.standby.values(), *self.pinned.values()]
-        self.standby.clear()
-        self.pinned.clear()
+    def drop_standby_and_pinned(self, keep: Callable[[Engine], bool] | None = None) -> list[Engine]:
+        """Drop the standby and pinned engines (those ``keep`` rejects); the engines dropped."""
+        dropped = []
+        for role in (self.standby, self.pinned):
+            for vid, engine in list(role.items()):
+                if keep is None or not keep(engine):
+                    dropped.append(role.pop(vid))
         return dropped
 
     def clear(self) -> list[Engine]:

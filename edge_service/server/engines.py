@@ -25,6 +25,19 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[
     return load
 
 
+def at_threads(threads: int) -> Callable[[Engine], bool]:
+    """Whether a loaded engine may stay when engines are to run ``threads`` intra-op
+    threads: a TensorRT engine has no CPU threads to change, an ONNX Runtime one loaded at
+    that same count may (not at 0: the runtime picked from the cores online then, and the
+    new mode may have changed them)."""
+
+    def keep(engine: Engine) -> bool:
+        info = engine.info()
+        return info.backend == "tensorrt" or (threads > 0 and info.threads == threads)
+
+    return keep
+
+
 COLD_PENALTY = 1.5  # a first call this much slower than the second is worth a warm run
 
 

@@ -33,7 +33,7 @@ from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.pool import EnginePool
 from edge_service.server.background import BackgroundBuild, CatalogWatcher
 from edge_service.server.broadcast import Broadcaster
-from edge_service.server.engines import Warmer, batch_limit, blank_png, engine_loader
+from edge_service.server.engines import Warmer, at_threads, batch_limit, blank_png, engine_loader
 from edge_service.server.power import ModeChange, PowerControl
 from edge_service.server.telemetry import StateCollector, Telemetry
 from edge_service.server.threads import ThreadFallback
@@ -110,10 +110,7 @@ class Service:
                 raise
             before = change.previous.name if change.previous else "?"
             self._power_event(f"power mode {before} -> {change.current.name}", None)
-            self.pool.set_loader(
-                engine_loader(self.catalog, self.settings.family_dir, self.engine_threads)
-            )
-            self.pool.reload()
+            self._load_at_threads(self.catalog)
             self.source.invalidate_power_mode()
             self.explore_if_safe()
         self.loop.tick()
@@ -131,9 +128,7 @@ class Service:
             self.catalog = catalog
             self._preprocess = {}
             self.engine_memory.catalog = catalog
-            self.pool.set_loader(
-                engine_loader(catalog, self.settings.family_dir, self.engine_threads)
-            )
+            self._load_at_threads(catalog, reload=False)
             now = {v.id: v.artifact.sha256 for v in catalog.variants}
             changed = [v for v, sha in now.items() if before.get(v) not in (None, sha)]
             self.learner.forget(changed)
@@ -190,15 +185,22 @@ class Service:
             return False
         try:
             self.learner.set_regime(cap)  # learned apart
-            self.pool.set_loader(
-                engine_loader(self.catalog, self.settings.family_dir, self.engine_threads)
-            )
-            self.pool.reload()
+            self._load_at_threads(self.catalog)
             self.events.append(AdaptationEvent.note("threads", reason, self.pool.active_id))
             self.explore_if_safe()  # one thread per engine: shadow runs are safe now
         finally:
             self._ops_lock.release()
         return True
+
+    def _load_at_threads(self, catalog: Catalog, *, reload: bool = True) -> None:
+        """Engines load from ``catalog`` at the thread count in force from now on (at one
+        thread, standby ones on the idle loader); with ``reload``, those loaded at another
+        count are replaced (`at_threads`: the others stay, standby ones too)."""
+        threads = self.engine_threads
+        loader = engine_loader(catalog, self.settings.family_dir, threads)
+        self.pool.set_loader(loader, idle_loads=threads == 1)
+        if reload:
+            self.pool.reload(keep=at_threads(threads))
 
     def new_regime(self, cores: float) -> None:
         """A competitor came (``cores`` > 0) or went: the controller forgets what described
@@ -295,6 +297,7 @@ def start_service(
         engine_loader(catalog, settings.family_dir, power.threads),
         max_pinned=settings.max_pinned_engines,
         warm=warmer,
+        idle_loads=power.threads == 1,
     )
     events = EventLog(settings.events_kept)
     src = source or open_source(

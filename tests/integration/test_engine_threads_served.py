@@ -4,6 +4,9 @@ being answered, and once the cores are free for a while the mode's threads come 
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ from edge_service.config import Settings
 from edge_service.control.threads import ThreadGuardConfig
 from edge_service.monitor.context import Context
 from edge_service.monitor.source import SourceBase
+from edge_service.runtime.idle_loader import IDLE_NICE
 from edge_service.server.service import Service, start_service
 
 WAIT_S = 60.0  # a bound on waiting for the loop thread, never an expected speed
@@ -123,5 +127,41 @@ def test_without_the_fallback_the_engines_keep_the_modes_threads(engines_dir: Pa
         _wait("ten ticks", lambda: service.loop.state().ticks >= ticks + 10)
         assert service.fallback is None and service.engine_threads == 2
         assert _engine_threads(service) == 2
+    finally:
+        service.close()
+
+
+@pytest.mark.integration
+def test_a_mode_at_the_same_thread_count_keeps_the_engines_and_one_thread_loads_idle(
+    engines_dir: Path,
+) -> None:
+    settings = Settings(
+        engines_dir=engines_dir, monitor_period_s=0.05, power_mode=1, preload_memory_mb=1000,
+        thread_fallback=False,
+    )  # fmt: skip
+    service = start_service(settings, source=Board())  # emulated HALF: one core, one thread
+    try:
+        assert service.engine_threads == 1 and service.pool.idle_loads
+        _wait("standby engines", lambda: service.pool.standby)
+        assert service.pool.idle.done(WAIT_S)
+        idle = [t for t in threading.enumerate() if t.name == "idle-loader"]
+        assert len(idle) == 1 and idle[0].native_id is not None
+        if sys.platform == "linux":
+            assert os.getpriority(os.PRIO_PROCESS, idle[0].native_id) == IDLE_NICE
+        service.loop.stop()  # no more decisions: the engines below stay what they are
+        assert service.pool.idle.done(WAIT_S)
+        with service.pool.lease() as (active, engine):
+            pass
+        standby, reloads = service.pool.standby, service.pool.reloads
+
+        service.set_power_mode("MIN")  # one core, one thread: nothing to reload
+        assert service.pool.reloads == reloads and service.pool.standby == standby
+        with service.pool.lease() as (still, same):
+            assert still == active and same is engine
+        assert _answers(service)
+
+        service.set_power_mode("MAXN")  # two threads: reloaded, and loads go back in front
+        assert service.pool.reloads == reloads + 1 and not service.pool.idle_loads
+        assert _engine_threads(service) == 2 and _answers(service)
     finally:
         service.close()

@@ -198,8 +198,9 @@ def test_a_power_mode_change_clears_the_holds() -> None:
     assert strategy.decide(_ctx(3.5, "MAXN"), left.variant_id, 1.0).variant_id == "base@fp32"
 
 
-def _preloading_loop(load_ms: dict[str, float], budget_ms: float):
-    """Four variants, loads that took ``load_ms`` before, ``budget_ms`` of loading."""
+def _preloading_loop(load_ms: dict[str, float], budget_ms: float, **memory: object):
+    """Four variants, loads that took ``load_ms`` before, ``budget_ms`` of loading (and
+    1000 MB of memory, or the ``memory`` settings)."""
     catalog = profiled_catalog(
         *(
             profiled_variant(stages, acc, {"MAXN": ms})
@@ -211,7 +212,8 @@ def _preloading_loop(load_ms: dict[str, float], budget_ms: float):
     )  # fmt: skip
     pool = EnginePool(ConstantEngine)
     pool.load_ms = load_ms.get  # type: ignore[method-assign]  # what earlier loads took
-    loop, _ = _preloading(catalog, pool, preload_memory_mb=1000.0, preload_load_ms=budget_ms)
+    budget = {"preload_memory_mb": 1000.0, "preload_load_ms": budget_ms, **memory}
+    loop, _ = _preloading(catalog, pool, **budget)
     return loop, pool, [v.id for v in catalog.variants]
 
 
@@ -227,6 +229,24 @@ def test_preloads_stop_where_loading_them_would_take_longer_than_the_time_budget
     roomy, pool, _ = _preloading_loop(dict.fromkeys(ids, 10.0), 150.0)
     roomy.tick()
     assert pool.standby == tuple(everyone)  # cheap loads: every neighbour
+
+
+def test_where_the_pool_loads_on_its_idle_thread_only_memory_bounds_the_preloads() -> None:
+    _, _, ids = _preloading_loop({}, 150.0)
+    loop, pool, _ = _preloading_loop(dict.fromkeys(ids, 100.0), 150.0)
+    pool.set_loader(ConstantEngine, idle_loads=True)  # engines at one thread
+    loop.tick()
+    assert pool.idle.done(30.0)
+    assert pool.standby == tuple(loop.strategy.neighbours(ids[0]))  # all three, 300 ms
+    pool.close()
+
+    two_fit = {"preload_memory_mb": 10.0, "engine_memory_mb": lambda _: 4.0}
+    tight, pool, _ = _preloading_loop(dict.fromkeys(ids, 100.0), 150.0, **two_fit)
+    pool.set_loader(ConstantEngine, idle_loads=True)
+    tight.tick()
+    assert pool.idle.done(30.0)
+    assert pool.standby == tuple(tight.strategy.neighbours(ids[0])[:2])
+    pool.close()
 
 
 def test_a_variant_whose_load_time_is_unknown_is_loaded_once_while_time_is_left() -> None:

@@ -8,7 +8,8 @@ import time
 
 from support import ConstantEngine
 
-from edge_service.runtime.pool import SETTLE_S, EnginePool
+from edge_service.runtime.busy import SETTLE_S
+from edge_service.runtime.pool import EnginePool
 
 
 def test_a_call_is_disturbed_while_a_load_runs_and_just_after_it_but_not_later() -> None:

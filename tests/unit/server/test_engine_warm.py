@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import Clock, ConstantEngine
+from support import Clock, ConstantEngine, ThreadedEngine
 
 from edge_service.errors import EngineError
 from edge_service.runtime.engine import EngineInfo
-from edge_service.server.engines import Warmer
+from edge_service.server.engines import Warmer, at_threads
 
 
 class Timed(ConstantEngine):
@@ -74,3 +74,18 @@ def test_an_engine_that_cannot_run_raises_from_the_warm_run() -> None:
     broken.fail = True
     with pytest.raises(EngineError, match="broken kernel"):
         Warmer(clock)("v", broken)
+
+
+@pytest.mark.parametrize(
+    ("engine", "threads", "kept"),
+    [
+        (ThreadedEngine("a", 1), 1, True),
+        (ThreadedEngine("a", 2), 1, False),
+        (ThreadedEngine("a", 0), 0, False),  # the runtime picked from the cores online then
+        (ThreadedEngine("a", 0, "tensorrt"), 1, True),  # no CPU threads to change
+    ],
+)
+def test_at_threads_keeps_engines_already_at_the_count(
+    engine: ThreadedEngine, threads: int, kept: bool
+) -> None:
+    assert at_threads(threads)(engine) is kept

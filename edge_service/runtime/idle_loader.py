@@ -1,0 +1,125 @@
+"""Standby engines loaded on a thread of the lowest CPU priority.
+
+A load is CPU work on the cores the engines serve on: an ONNX Runtime session for a
+roadside detector takes ~100-140 ms of CPU here, and on the one core HALF or MIN leaves,
+the served call beside it ran up to 2x slower. Where the engines run one intra-op thread,
+an engine's calls run on the thread that calls it (ONNX Runtime starts no worker threads
+for one intra-op thread), so the thread that *loads* it can run at the lowest priority
+without the engine inheriting it: the scheduler then gives the load only the time the
+served calls leave (nice 19 weighs 15 against 1024 for a served thread at nice 0).
+
+`IdleLoader` is that thread. `want` replaces the list still to load (the loop's latest
+preload); each load is checked against the wish in force before it starts, so a switch
+that moved on leaves no stale work queued. An engine whose load finished after the loader
+changed (a new thread count) is closed, not put on standby (`EnginePool.load_idle`).
+
+On Linux, ``setpriority(PRIO_PROCESS, tid)`` sets one thread's nice value; elsewhere the
+thread runs at normal priority (logged once), which is still off the loop's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+IDLE_NICE = 19  # the lowest priority a thread can ask for without privileges
+
+Fits = Callable[[list[str]], list[str]]
+
+
+class Standby(Protocol):
+    """What the idle loader needs of the pool (`EnginePool`)."""
+
+    def standby_gaps(self, variant_ids: list[str]) -> list[str]: ...
+
+    def load_idle(self, variant_id: str) -> None: ...
+
+
+def lower_priority(nice: int = IDLE_NICE) -> bool:
+    """Give the calling thread ``nice`` (Linux: this thread only); False where it cannot."""
+    if sys.platform != "linux" or not hasattr(os, "setpriority"):
+        log.info("idle loads run at normal priority: no per-thread nice on %s", sys.platform)
+        return False
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:
+        log.info("idle loads run at normal priority: %s", exc)
+        return False
+    return True
+
+
+class IdleLoader:
+    """One daemon thread that loads standby engines at the lowest priority (module doc)."""
+
+    def __init__(self, pool: Standby, nice: int = IDLE_NICE) -> None:
+        self._pool, self._nice = pool, nice
+        self._cond = threading.Condition()
+        self._wish: tuple[int, list[str], Fits | None] | None = None
+        self._gen = 0  # `want` calls; a load checks it is still wanted before it starts
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def want(self, variant_ids: list[str], fits: Fits | None = None) -> None:
+        """Keep ``variant_ids`` on standby, loading the missing ones in this order (trimmed
+        by ``fits`` before each load); replaces what an earlier call left to load."""
+        with self._cond:
+            if self._closed:
+                return
+            self._gen += 1
+            self._wish = (self._gen, list(variant_ids), fits)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="idle-loader", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def done(self, timeout: float) -> bool:
+        """Wait until nothing is left to load; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._wish is None and not self._busy, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop after the load under way (a session cannot be interrupted mid-load)."""
+        with self._cond:
+            self._closed, self._wish = True, None
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        lower_priority(self._nice)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closed or self._wish is not None)
+                if self._closed:
+                    return
+                assert self._wish is not None
+                gen, wanted, fits = self._wish
+                self._wish, self._busy = None, True
+            try:
+                self._fulfil(gen, wanted, fits)
+            except Exception:
+                log.exception("idle preload failed")
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _fulfil(self, gen: int, wanted: list[str], fits: Fits | None) -> None:
+        missing = self._pool.standby_gaps(wanted)
+        for vid in missing:
+            with self._cond:
+                if self._closed or gen != self._gen:
+                    return  # a newer wish (or close) took over
+            if fits is not None:
+                trimmed = fits(wanted)  # memory measured by the loads so far
+                if vid not in trimmed:
+                    self._pool.standby_gaps(trimmed)
+                    return
+            self._pool.load_idle(vid)

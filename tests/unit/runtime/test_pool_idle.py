@@ -1,0 +1,170 @@
+"""Standby engines loaded on the pool's idle loader (one thread at the lowest CPU priority),
+and reloads that keep the engines a new thread count does not change."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+from support import ConstantEngine, ThreadedEngine
+
+from edge_service.errors import EngineError
+from edge_service.runtime.idle_loader import IDLE_NICE
+from edge_service.runtime.pool import EnginePool
+
+WAIT_S = 30.0  # a bound on waiting for the idle thread, never an expected speed
+
+
+class Loader:
+    """Makes ConstantEngines; records on which thread, at which nice value; can block."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, list[ConstantEngine]] = {}
+        self.nice: dict[str, int] = {}
+        self.threads: dict[str, str] = {}
+        self.hold: dict[str, threading.Event] = {}
+        self.entered: dict[str, threading.Event] = {}
+
+    def block(self, vid: str) -> threading.Event:
+        self.entered[vid] = threading.Event()
+        self.hold[vid] = threading.Event()
+        return self.hold[vid]
+
+    def __call__(self, vid: str) -> ConstantEngine:
+        if vid == "broken":
+            raise EngineError("cannot load broken")
+        self.threads[vid] = threading.current_thread().name
+        if sys.platform == "linux":
+            self.nice[vid] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        if vid in self.hold:
+            self.entered[vid].set()
+            assert self.hold[vid].wait(WAIT_S)
+        engine = ConstantEngine(vid)
+        self.made.setdefault(vid, []).append(engine)
+        return engine
+
+
+def _pool() -> tuple[EnginePool, Loader]:
+    loader = Loader()
+    pool = EnginePool(loader, idle_loads=True)
+    pool.activate("a")
+    return pool, loader
+
+
+def test_idle_preloads_load_on_their_own_thread_at_the_lowest_priority() -> None:
+    pool, loader = _pool()
+    pool.preload_idle(["b", "c"])
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == ("b", "c")
+    assert loader.threads["b"] == loader.threads["c"] == "idle-loader"
+    assert loader.threads["a"] != "idle-loader"  # a swap's load is the caller's
+    if sys.platform == "linux":
+        assert loader.nice["b"] == IDLE_NICE
+        assert loader.nice["a"] < IDLE_NICE  # the serving side keeps its priority
+    pool.close()
+    assert all(e.closed for engines in loader.made.values() for e in engines)
+
+
+def test_the_caller_does_not_wait_and_served_calls_are_not_disturbed_by_an_idle_load() -> None:
+    pool, loader = _pool()
+    release = loader.block("b")
+    time.sleep(0.2)  # past the settle time of the swap that made "a" active
+    pool.preload_idle(["b"])  # returns while "b" is still loading
+    assert loader.entered["b"].wait(WAIT_S)
+    assert pool.standby == ()
+    assert not pool.disturbed(time.perf_counter())  # the idle load is not the server's own work
+    with pool.lease() as (vid, _):
+        assert vid == "a"  # requests go on meanwhile
+    release.set()
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == ("b",)
+    assert pool.load_ms("b") is None  # its time says nothing of a foreground load's
+    assert pool.measured_mb("b") is not None
+    pool.close()
+
+
+def test_a_newer_wish_replaces_what_is_left_to_load() -> None:
+    pool, loader = _pool()
+    release = loader.block("b")
+    pool.preload_idle(["b", "c", "d"])
+    assert loader.entered["b"].wait(WAIT_S)
+    pool.preload_idle(["e"])  # the loop switched meanwhile
+    release.set()
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == ("e",)
+    assert "c" not in loader.made and "d" not in loader.made  # never loaded
+    assert loader.made["b"][0].closed  # loaded, then dropped: not wanted any more
+    pool.close()
+
+
+def test_an_engine_from_an_older_loader_never_goes_on_standby() -> None:
+    pool, loader = _pool()
+    release = loader.block("b")
+    pool.preload_idle(["b"])
+    assert loader.entered["b"].wait(WAIT_S)
+    pool.set_loader(loader, idle_loads=True)  # a new thread count while "b" loads
+    release.set()
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == () and loader.made["b"][0].closed
+    pool.close()
+
+
+def test_a_variant_that_became_active_meanwhile_is_not_loaded_twice_on_standby() -> None:
+    pool, loader = _pool()
+    release = loader.block("b")
+    pool.preload_idle(["b"])
+    assert loader.entered["b"].wait(WAIT_S)
+    del loader.hold["b"]  # the switch's own load does not block
+    pool.activate("b")  # a switch needs "b" now: it loads it at once, in the foreground
+    release.set()
+    assert pool.idle.done(WAIT_S)
+    assert pool.active_id == "b" and pool.standby == ()
+    idle_copy = loader.made["b"][-1]
+    assert idle_copy.closed and not loader.made["b"][0].closed  # the serving one stays
+    pool.close()
+
+
+def test_an_idle_load_that_fails_marks_the_variant_and_the_rest_still_load() -> None:
+    pool, _ = _pool()
+    pool.preload_idle(["broken", "c"])
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == ("c",) and "broken" in pool.unhealthy
+    pool.close()
+
+
+def test_fits_trims_the_list_before_each_load() -> None:
+    pool, loader = _pool()
+    pool.preload_idle(["b", "c", "d"], fits=lambda ids: ids[:2])
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == ("b", "c") and "d" not in loader.made
+    pool.close()
+
+
+def test_a_reload_keeps_the_engines_its_keep_accepts_and_replaces_the_rest() -> None:
+    threads = {"n": 1}
+    made: list[ThreadedEngine] = []
+
+    def loader(vid: str) -> ThreadedEngine:
+        made.append(ThreadedEngine(vid, threads["n"]))
+        return made[-1]
+
+    pool = EnginePool(loader)
+    pool.activate("a")
+    pool.preload(["b"])
+    active, standby = made[0], made[1]
+    same = lambda e: e.info().threads == threads["n"]  # noqa: E731
+    assert pool.reload(keep=same) is False  # nothing changes: nothing loads, nothing counts
+    assert pool.reloads == 0 and len(made) == 2 and not active.closed
+    with pool.lease() as (_, engine):
+        assert engine is active
+    assert pool.standby == ("b",)
+
+    threads["n"] = 2
+    assert pool.reload(keep=same) is True
+    assert pool.reloads == 1 and active.closed and standby.closed
+    with pool.lease() as (vid, engine):
+        assert vid == "a" and engine.info().threads == 2
+    assert pool.standby == ()
+    pool.close()
