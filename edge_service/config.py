@@ -72,7 +72,10 @@ class Settings(BaseSettings):
     memory_budget_mb: float | None = Field(None, gt=0)
     max_power_mw: float | None = Field(None, gt=0)
     preload_memory_mb: float = Field(
-        64.0, ge=0, description="memory for engines kept on standby next to the active one"
+        256.0,
+        ge=0,
+        description="memory for engines kept on standby next to the active one (each counted "
+        "at its profiled peak)",
     )
     preload_load_ms: float = Field(
         150.0,

@@ -19,6 +19,7 @@ thread runs at normal priority (logged once), which is still off the loop's thre
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -84,13 +85,20 @@ class IdleLoader:
             return self._cond.wait_for(lambda: self._wish is None and not self._busy, timeout)
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop after the load under way (a session cannot be interrupted mid-load)."""
+        """Stop after the load under way (a session cannot be interrupted mid-load, nor
+        the process exit safely while one runs). Under a CPU hog a nice-19 load gets no
+        time at all, so the thread is first given normal priority back where the process
+        may (root, or an RLIMIT_NICE that allows it)."""
         with self._cond:
             self._closed, self._wish = True, None
             self._cond.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        if thread is None or thread is threading.current_thread():
+            return
+        if thread.native_id is not None and sys.platform == "linux":
+            with contextlib.suppress(OSError):  # not allowed: it finishes at its own pace
+                os.setpriority(os.PRIO_PROCESS, thread.native_id, 0)
+        thread.join(timeout)
 
     def _run(self) -> None:
         lower_priority(self._nice)

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import pytest
 from support import ConstantEngine, ThreadedEngine
 
 from edge_service.errors import EngineError
@@ -15,6 +16,13 @@ from edge_service.runtime.idle_loader import IDLE_NICE
 from edge_service.runtime.pool import EnginePool
 
 WAIT_S = 30.0  # a bound on waiting for the idle thread, never an expected speed
+
+
+def _nice() -> int:
+    """The calling thread's nice value (0 where threads have none of their own)."""
+    if sys.platform != "linux":
+        return 0
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
 class Loader:
@@ -36,11 +44,11 @@ class Loader:
         if vid == "broken":
             raise EngineError("cannot load broken")
         self.threads[vid] = threading.current_thread().name
-        if sys.platform == "linux":
-            self.nice[vid] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        self.nice[vid] = _nice()
         if vid in self.hold:
             self.entered[vid].set()
             assert self.hold[vid].wait(WAIT_S)
+            self.nice[vid + " after"] = _nice()
         engine = ConstantEngine(vid)
         self.made.setdefault(vid, []).append(engine)
         return engine
@@ -83,6 +91,25 @@ def test_the_caller_does_not_wait_and_served_calls_are_not_disturbed_by_an_idle_
     assert pool.load_ms("b") is None  # its time says nothing of a foreground load's
     assert pool.measured_mb("b") is not None
     pool.close()
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or os.geteuid() != 0, reason="only root may take a nice value back"
+)
+def test_closing_gives_the_load_under_way_its_priority_back_and_waits_for_it() -> None:
+    pool, loader = _pool()
+    release = loader.block("b")
+    pool.preload_idle(["b"])
+    assert loader.entered["b"].wait(WAIT_S)
+    closing = threading.Thread(target=pool.close)
+    closing.start()  # a hog would starve a nice-19 load: the process could not exit
+    time.sleep(0.2)
+    assert closing.is_alive()  # it waits for the load: a session cannot be cut off
+    release.set()
+    closing.join(WAIT_S)
+    assert not closing.is_alive()
+    assert loader.nice["b"] == IDLE_NICE and loader.nice["b after"] == 0
+    assert loader.made["b"][0].closed  # loaded after the pool closed: never on standby
 
 
 def test_a_newer_wish_replaces_what_is_left_to_load() -> None:
