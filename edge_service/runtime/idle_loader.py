@@ -79,6 +79,14 @@ class IdleLoader:
                 self._thread.start()
             self._cond.notify_all()
 
+    def cancel(self) -> None:
+        """Drop what is left to load (the loader changed: it was for the old one's engines);
+        the load under way finishes, and the pool decides whether its engine is stale."""
+        with self._cond:
+            self._gen += 1
+            self._wish = None
+            self._cond.notify_all()
+
     def done(self, timeout: float) -> bool:
         """Wait until nothing is left to load; False on timeout."""
         with self._cond:
@@ -120,6 +128,9 @@ class IdleLoader:
                     self._cond.notify_all()
 
     def _fulfil(self, gen: int, wanted: list[str], fits: Fits | None) -> None:
+        with self._cond:
+            if gen != self._gen:
+                return  # cancelled (a new loader) or replaced since it was taken
         missing = self._pool.standby_gaps(wanted)
         for vid in missing:
             with self._cond:

@@ -133,11 +133,11 @@ class EnginePool:
         with self._swap_lock, self._lock:
             self._loader, self.idle_loads = loader, idle_loads
             self._loader_gen += 1
+        self.idle.cancel()  # what it had left to load was the old loader's
 
     def preload(self, variant_ids: list[str]) -> None:
-        """Keep exactly these variants (bar the active one) loaded on standby, loading the
-        missing ones now, one after another; failures mark the variant unhealthy and are not
-        raised (preloading is best effort)."""
+        """Keep exactly these variants (bar the active one) on standby, loading the missing
+        ones now; failures mark the variant unhealthy, not raised (best effort)."""
         with self._swap_lock:
             for vid in self.standby_gaps(variant_ids):
                 try:
@@ -151,8 +151,10 @@ class EnginePool:
     ) -> None:
         """`preload` on the pool's ``idle`` loader: one thread at the lowest CPU priority,
         so loads take only the time served calls leave. Returns at once; a later call
-        replaces what is left to load; ``fits`` trims the list again before each load."""
-        self.idle.want(variant_ids, fits)
+        replaces what is left to load; ``fits`` trims the list again before each load.
+        Nothing happens unless the loader's engines allow it (``idle_loads``)."""
+        if self.idle_loads:
+            self.idle.want(variant_ids, fits)
 
     def standby_gaps(self, variant_ids: list[str]) -> list[str]:
         """Keep on standby only ``variant_ids`` (bar the active one and unhealthy ones),
@@ -174,13 +176,13 @@ class EnginePool:
         return missing
 
     def load_idle(self, variant_id: str) -> None:
-        """Load ``variant_id`` onto standby from the caller's thread, with no lock held
-        while it loads (the idle loader's thread: its load does not disturb served calls,
-        and its time is not the load time a foreground preload would cost). Dropped if a
-        new loader came meanwhile or the variant became active; failures are logged and
-        mark the variant unhealthy, as in `preload`."""
+        """Load ``variant_id`` onto standby on the caller's (the idle loader's) thread, no
+        lock held, not marked as disturbing the served calls, its time not recorded; the
+        engine is closed instead if a new loader came meanwhile or the variant is loaded."""
         with self._lock:
             loader, gen = self._loader, self._loader_gen
+            if not self.idle_loads:
+                return  # engines with worker threads: those would inherit this priority
         try:
             engine = self._load(variant_id, loader=loader)
         except EngineError:

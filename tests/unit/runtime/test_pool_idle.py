@@ -153,6 +153,23 @@ def test_a_variant_that_became_active_meanwhile_is_not_loaded_twice_on_standby()
     pool.close()
 
 
+def test_a_loader_with_worker_threads_stops_what_the_idle_loader_had_left() -> None:
+    pool, loader = _pool()
+    release = loader.block("b")
+    pool.preload_idle(["b", "c", "d"])
+    assert loader.entered["b"].wait(WAIT_S)
+    pool.set_loader(loader, idle_loads=False)  # two threads per engine from now on
+    pool.preload(["e"])  # the loop's front loads, at the new count
+    release.set()
+    assert pool.idle.done(WAIT_S)
+    assert pool.standby == ("e",)  # the old wish neither loaded more nor dropped "e"
+    assert "c" not in loader.made and loader.made["b"][0].closed
+    pool.preload_idle(["f"])  # a stray call: nothing loads at nice 19 with worker threads
+    assert pool.idle.done(WAIT_S)
+    assert "f" not in loader.made and pool.standby == ("e",)
+    pool.close()
+
+
 def test_an_idle_load_that_fails_marks_the_variant_and_the_rest_still_load() -> None:
     pool, _ = _pool()
     pool.preload_idle(["broken", "c"])
