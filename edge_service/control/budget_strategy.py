@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from edge_service.control.budget_policy import PolicyState, best, choose, rank_key, violations
 from edge_service.control.decision import Decision
-from edge_service.control.evidence import Evidence, ServedRecord, Verdict, judge
+from edge_service.control.evidence import Evidence, ServedRecord, Verdict, far_over, judge
 from edge_service.control.limits import Policy
 from edge_service.control.predictor import Estimate, Predictor
 from edge_service.control.strategy import around
@@ -384,8 +384,9 @@ class BudgetStrategy:
             e = self._last.get(variant_id)
             budget = self._policy.latency_budget_ms
             over = budget is not None and observed_ms > budget
+            far = budget is not None and learn and far_over(observed_ms, budget)
             self._served.append((now, over))
-            urgent = self._record.add(variant_id, now, observed_ms, over)
+            urgent = self._record.add(variant_id, now, observed_ms, over, far)
         if e is not None and learn:
             self._predictor.observe(e, observed_ms)
         return urgent

@@ -11,7 +11,7 @@ import pytest
 from support import ConstantEngine, mode_context, serving_base
 
 from edge_service.control.events import EventLog
-from edge_service.control.evidence import EVIDENCE_STALE_S, OVER_STREAK
+from edge_service.control.evidence import EVIDENCE_STALE_S, OVER_STREAK, far_over
 from edge_service.control.learner import LatencyLearner
 from edge_service.control.loop import AdaptationLoop
 from edge_service.monitor.replay import ReplaySource
@@ -32,6 +32,34 @@ def test_two_served_calls_over_the_budget_back_to_back_step_down_at_once() -> No
     assert down.changed and down.variant_id == DW
     assert down.violations  # a forced move, not a voluntary one
     assert "2 served calls in a row over the budget (3.5, 3.6 ms)" in down.reason
+
+
+def test_one_undisturbed_call_far_over_the_budget_steps_down_at_once() -> None:
+    s, _ = serving_base()  # budget 3 ms: "far" is over 13 ms (budget + 10 ms)
+    assert s.observe(BASE, 12.0) is False  # 4x the budget, but a stall could do that
+    s2, _ = serving_base()
+    assert s2.observe(BASE, 14.0, learn=False) is False  # the server's own load slowed it
+    s3, _ = serving_base()
+    assert s3.observe(BASE, 14.0) is True  # no stall stretches a call by 11 ms here
+    down = s3.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
+    assert down.changed and down.violations
+    assert "a served call far over the budget (14 ms)" in down.reason
+
+
+@pytest.mark.parametrize(
+    ("ms", "budget", "far"),
+    [
+        (170.0, 124.0, True),  # a detector at 1.37x its budget
+        (150.0, 124.0, False),  # 1.21x: a competitor's stretch, not yet proof alone
+        (130.0, 124.0, False),
+        (2.6, 1.3, False),  # a classifier's 2x: one preemption does that
+        (12.0, 1.3, True),
+    ],
+)
+def test_far_over_needs_both_a_quarter_over_and_ten_milliseconds(
+    ms: float, budget: float, far: bool
+) -> None:
+    assert far_over(ms, budget) is far
 
 
 def test_the_step_down_predicts_every_variant_slower_by_what_the_calls_showed() -> None:
