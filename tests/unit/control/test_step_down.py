@@ -34,16 +34,18 @@ def test_two_served_calls_over_the_budget_back_to_back_step_down_at_once() -> No
     assert "2 served calls in a row over the budget (3.5, 3.6 ms)" in down.reason
 
 
-def test_one_undisturbed_call_far_over_the_budget_steps_down_at_once() -> None:
-    s, _ = serving_base()  # budget 3 ms: "far" is over 13 ms (budget + 10 ms)
-    assert s.observe(BASE, 12.0) is False  # 4x the budget, but a stall could do that
-    s2, _ = serving_base()
-    assert s2.observe(BASE, 14.0, learn=False) is False  # the server's own load slowed it
-    s3, _ = serving_base()
-    assert s3.observe(BASE, 14.0) is True  # no stall stretches a call by 11 ms here
-    down = s3.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
-    assert down.changed and down.violations
-    assert "a served call far over the budget (14 ms)" in down.reason
+def test_one_undisturbed_call_far_over_a_detector_budget_steps_down_at_once() -> None:
+    s, _ = serving_base()  # budget 3 ms: a single call proves nothing, however slow
+    assert s.observe(BASE, 72.0) is False  # a classifier's stall (seen: 16-72 ms)
+    s2, _ = serving_base(budget=130.0)
+    assert s2.observe(BASE, 200.0, learn=False) is False  # the server's own load slowed it
+    s3, _ = serving_base(budget=130.0)
+    assert s3.observe(BASE, 160.0) is False  # 1.25x 130 ms is 162.5 ms: not that far
+    s4, _ = serving_base(budget=130.0)
+    assert s4.observe(BASE, 200.0) is True
+    down = s4.decide(mode_context(0.1, "MAXN"), BASE, 0.0)
+    assert down.violations
+    assert "a served call far over the budget (200 ms)" in down.reason
 
 
 @pytest.mark.parametrize(
@@ -53,10 +55,12 @@ def test_one_undisturbed_call_far_over_the_budget_steps_down_at_once() -> None:
         (150.0, 124.0, False),  # 1.21x: a competitor's stretch, not yet proof alone
         (130.0, 124.0, False),
         (2.6, 1.3, False),  # a classifier's 2x: one preemption does that
-        (12.0, 1.3, True),
+        (72.0, 1.3, False),  # and a 72 ms stall was seen: short budgets never count
+        (64.0, 50.0, True),
+        (59.0, 50.0, False),  # 1.25x 50 ms is 62.5 ms
     ],
 )
-def test_far_over_needs_both_a_quarter_over_and_ten_milliseconds(
+def test_far_over_needs_a_long_budget_a_quarter_over_and_ten_milliseconds(
     ms: float, budget: float, far: bool
 ) -> None:
     assert far_over(ms, budget) is far
