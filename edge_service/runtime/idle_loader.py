@@ -41,13 +41,18 @@ class Standby(Protocol):
     def load_idle(self, variant_id: str) -> None: ...
 
 
-def lower_priority(nice: int = IDLE_NICE) -> bool:
-    """Give the calling thread ``nice`` (Linux: this thread only); False where it cannot."""
+def set_nice(thread_id: int, nice: int) -> None:
+    """Give one thread (its native id) ``nice``: OSError where the platform has no
+    per-thread nice value (Linux has) or the process may not lower it."""
     if sys.platform != "linux" or not hasattr(os, "setpriority"):
-        log.info("idle loads run at normal priority: no per-thread nice on %s", sys.platform)
-        return False
+        raise OSError(f"no per-thread nice value on {sys.platform}")
+    os.setpriority(os.PRIO_PROCESS, thread_id, nice)
+
+
+def lower_priority(nice: int = IDLE_NICE) -> bool:
+    """Give the calling thread ``nice``; False (logged) where it cannot."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        set_nice(threading.get_native_id(), nice)
     except OSError as exc:
         log.info("idle loads run at normal priority: %s", exc)
         return False
@@ -103,9 +108,9 @@ class IdleLoader:
             thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
-        if thread.native_id is not None and sys.platform == "linux":
+        if thread.native_id is not None:
             with contextlib.suppress(OSError):  # not allowed: it finishes at its own pace
-                os.setpriority(os.PRIO_PROCESS, thread.native_id, 0)
+                set_nice(thread.native_id, 0)
         thread.join(timeout)
 
     def _run(self) -> None:

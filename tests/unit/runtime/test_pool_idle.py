@@ -61,6 +61,16 @@ def _pool() -> tuple[EnginePool, Loader]:
     return pool, loader
 
 
+def _loading(wish: list[str]) -> tuple[EnginePool, Loader, threading.Event]:
+    """A pool whose idle loader took ``wish`` and is held inside the load of "b" (the
+    first of it) until the event returned is set."""
+    pool, loader = _pool()
+    release = loader.block("b")
+    pool.preload_idle(wish)
+    assert loader.entered["b"].wait(WAIT_S)
+    return pool, loader, release
+
+
 def test_idle_preloads_load_on_their_own_thread_at_the_lowest_priority() -> None:
     pool, loader = _pool()
     pool.preload_idle(["b", "c"])
@@ -97,10 +107,7 @@ def test_the_caller_does_not_wait_and_served_calls_are_not_disturbed_by_an_idle_
     sys.platform != "linux" or os.geteuid() != 0, reason="only root may take a nice value back"
 )
 def test_closing_gives_the_load_under_way_its_priority_back_and_waits_for_it() -> None:
-    pool, loader = _pool()
-    release = loader.block("b")
-    pool.preload_idle(["b"])
-    assert loader.entered["b"].wait(WAIT_S)
+    pool, loader, release = _loading(["b"])
     closing = threading.Thread(target=pool.close)
     closing.start()  # a hog would starve a nice-19 load: the process could not exit
     time.sleep(0.2)
@@ -113,10 +120,7 @@ def test_closing_gives_the_load_under_way_its_priority_back_and_waits_for_it() -
 
 
 def test_a_newer_wish_replaces_what_is_left_to_load() -> None:
-    pool, loader = _pool()
-    release = loader.block("b")
-    pool.preload_idle(["b", "c", "d"])
-    assert loader.entered["b"].wait(WAIT_S)
+    pool, loader, release = _loading(["b", "c", "d"])
     pool.preload_idle(["e"])  # the loop switched meanwhile
     release.set()
     assert pool.idle.done(WAIT_S)
@@ -127,10 +131,7 @@ def test_a_newer_wish_replaces_what_is_left_to_load() -> None:
 
 
 def test_an_engine_from_an_older_loader_never_goes_on_standby() -> None:
-    pool, loader = _pool()
-    release = loader.block("b")
-    pool.preload_idle(["b"])
-    assert loader.entered["b"].wait(WAIT_S)
+    pool, loader, release = _loading(["b"])
     pool.set_loader(loader, idle_loads=True)  # a new thread count while "b" loads
     release.set()
     assert pool.idle.done(WAIT_S)
@@ -139,10 +140,7 @@ def test_an_engine_from_an_older_loader_never_goes_on_standby() -> None:
 
 
 def test_a_variant_that_became_active_meanwhile_is_not_loaded_twice_on_standby() -> None:
-    pool, loader = _pool()
-    release = loader.block("b")
-    pool.preload_idle(["b"])
-    assert loader.entered["b"].wait(WAIT_S)
+    pool, loader, release = _loading(["b"])
     del loader.hold["b"]  # the switch's own load does not block
     pool.activate("b")  # a switch needs "b" now: it loads it at once, in the foreground
     release.set()
@@ -154,10 +152,7 @@ def test_a_variant_that_became_active_meanwhile_is_not_loaded_twice_on_standby()
 
 
 def test_a_loader_with_worker_threads_stops_what_the_idle_loader_had_left() -> None:
-    pool, loader = _pool()
-    release = loader.block("b")
-    pool.preload_idle(["b", "c", "d"])
-    assert loader.entered["b"].wait(WAIT_S)
+    pool, loader, release = _loading(["b", "c", "d"])
     pool.set_loader(loader, idle_loads=False)  # two threads per engine from now on
     pool.preload(["e"])  # the loop's front loads, at the new count
     release.set()
