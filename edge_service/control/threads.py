@@ -17,8 +17,13 @@ threads are taken at once; more only after ``restore_s`` of the cores being free
 competitor that pauses for a moment does not make the engines reload twice.
 
 A competitor that comes or goes (the others' load moves by ``shift_cores`` since the last
-such move) is also a new regime for the controller (`shifted`): the stalls it recorded
-and the variants it backed off from describe the board as it was.
+such move, or by a quarter of the cores where that is less) is also a new regime for the
+controller (`shifted`): the stalls it recorded and the variants it backed off from
+describe the board as it was. On one core a busy competitor takes about half of it from
+the served thread (the scheduler's fair share), and the others' load, smoothed, only
+approaches that: a 0.5-core threshold was never crossed there, so in emulated MIN the
+controller never saw a hog come or go, and stayed on the variant it had stepped down to
+after the hog left (the roadside bench's "competitor comes and goes", its last phase).
 
 Pure logic with the time passed in; `edge_service.server.threads` feeds it and reloads
 the engines.
@@ -31,6 +36,8 @@ from dataclasses import dataclass
 
 from edge_service.errors import ConfigError
 
+SHIFT_SHARE = 0.25  # of the cores: a competitor's move that is a new regime on few cores
+
 
 @dataclass(frozen=True, kw_only=True)
 class ThreadGuardConfig:
@@ -39,7 +46,7 @@ class ThreadGuardConfig:
 
     smooth_s: float = 0.5
     restore_s: float = 3.0
-    shift_cores: float = 0.5
+    shift_cores: float = 0.5  # at most; a quarter of the cores where that is less
 
     def __post_init__(self) -> None:
         for name in ("smooth_s", "restore_s", "shift_cores"):
@@ -75,7 +82,8 @@ class ThreadGuard:
         others = self._smooth(t, max(0.0, busy_cores - own_cores))
         if self._regime is None:
             self._regime = others
-        self.shifted = abs(others - self._regime) >= self.config.shift_cores
+        threshold = min(self.config.shift_cores, SHIFT_SHARE * max(1, cores))
+        self.shifted = abs(others - self._regime) >= threshold
         self.shift_by = others - self._regime if self.shifted else 0.0
         if self.shifted:
             self._regime = others

@@ -90,6 +90,17 @@ def test_a_competitor_that_comes_or_goes_is_a_shift_and_noise_is_not() -> None:
     assert g.shifted
 
 
+def test_on_one_core_a_competitor_that_takes_half_of_it_is_a_shift() -> None:
+    g = guard()
+    g.update(0.0, 0.45, 0.45, 1, 1)  # a detector served at 0.45 of the one core
+    g.update(0.1, 1.0, 0.55, 1, 1)  # a hog takes what the fair share leaves it: 0.45
+    assert g.shifted  # a quarter of the one core; 0.5 would never be reached
+    g.update(0.2, 1.0, 0.5, 1, 1)
+    assert not g.shifted
+    g.update(0.3, 0.45, 0.45, 1, 1)  # it left
+    assert g.shifted and g.shift_by < 0
+
+
 def test_a_single_thread_mode_still_sees_a_competitor_come_and_go() -> None:
     g = guard()
     g.update(0.0, 0.3, 0.3, 1, 1)
