@@ -384,9 +384,9 @@ class BudgetStrategy:
             e = self._last.get(variant_id)
             budget = self._policy.latency_budget_ms
             over = budget is not None and observed_ms > budget
-            far = budget is not None and learn and far_over(observed_ms, budget)
+            far = budget is not None and far_over(observed_ms, budget)
             self._served.append((now, over))
-            urgent = self._record.add(variant_id, now, observed_ms, over, far)
+            urgent = self._record.add(variant_id, now, observed_ms, over, far, disturbed=not learn)
         if e is not None and learn:
             self._predictor.observe(e, observed_ms)
         return urgent

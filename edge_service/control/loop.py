@@ -1,5 +1,6 @@
 """The adaptation loop: sample the monitor, ask the policy, swap engines, log events, and
-measure the variant the strategy wants to know better (shadow runs through ``prober``).
+measure the variant the strategy wants to know better (shadow runs through ``prober``, on
+a thread of their own, one at a time).
 
 A background thread ticks every ``period_s``. A failing source or a failing engine load
 is logged and recorded; the loop and the engine already serving carry on. Events of kind
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from edge_service.control.decision import Decision
 from edge_service.control.events import AdaptationEvent, EventLog
+from edge_service.control.shadow_runs import Prober, ShadowRuns
 from edge_service.control.strategy import Strategy
 from edge_service.errors import EdgeServiceError, error_reason
 from edge_service.monitor.context import Context
@@ -25,12 +27,6 @@ from edge_service.monitor.source import MonitorSource
 from edge_service.runtime.pool import EnginePool
 
 log = logging.getLogger(__name__)
-
-PROBE_DUTY = 0.05  # at most this share of the time goes to shadow runs' engine calls
-PROBE_MIN_GAP_S = 0.25  # between two shadow measurements
-PROBE_FAILED_WAIT_S = 5.0  # after a shadow run that failed
-
-Prober = Callable[[str], list[float]]  # variant id -> engine ms of each shadow call
 
 
 @dataclass(frozen=True)
@@ -60,10 +56,8 @@ class AdaptationLoop:
         prober: Prober | None = None,
     ) -> None:
         self._source, self._pool, self.strategy = source, pool, strategy
-        self._prober = prober
+        self.shadow_runs = ShadowRuns(prober, self.wake)
         self.strategy.set_measuring(prober is not None)
-        self._probe_after = 0.0  # monotonic time before which no shadow run starts
-        self.probes = 0  # shadow measurements made
         self._preload_mb = preload_memory_mb
         self._preload_ms = preload_load_ms
         self._preloaded_at = -1  # the pool's reload count when the loop last preloaded
@@ -80,6 +74,8 @@ class AdaptationLoop:
         self._source_errors = 0
         self._source_ok: bool | None = None  # None until the first sample
         self._tick_lock = threading.Lock()
+        self._acted = threading.Condition()  # a tick acted on its decision (`wake`)
+        self._acted_tick = 0  # the last tick that did
         self._listeners: list[Callable[[Context, Decision], None]] = []
 
     def listen(self, callback: Callable[[Context, Decision], None]) -> None:
@@ -91,7 +87,7 @@ class AdaptationLoop:
         policy change or pin applies now, not at the next tick)."""
         with self._tick_lock:
             self.strategy = strategy
-            strategy.set_measuring(self._prober is not None)
+            strategy.set_measuring(self.shadow_runs.prober is not None)
             self._last_change_t = None  # a new policy is not held back by the old cooldown
         return self.tick()
 
@@ -117,11 +113,35 @@ class AdaptationLoop:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self.shadow_runs.wait(timeout)  # a run ends within its own time limit
 
-    def wake(self) -> None:
+    def wake(self, wait_s: float = 0.0) -> None:
         """Tick now rather than at the end of the period (a served call just showed a
-        violation): safe from any thread, and cheap (the request path calls it)."""
+        violation): safe from any thread, and cheap. With ``wait_s``, also wait at most that
+        long until a tick that starts after this call has acted on its decision (swapped to
+        another engine, or chosen to stay): the batcher's worker waits so, and a step down
+        to an engine on standby then serves the next request in the queue, where it would
+        otherwise have gone to the engine just proven too slow."""
+        with self._acted:
+            after = self._ticks
         self._wake.set()
+        if wait_s > 0:
+            with self._acted:
+                self._acted.wait_for(lambda: self._acted_tick > after, wait_s)
+
+    def new_regime(self, *, improved: bool = False) -> None:
+        """A competitor came or went under the same power mode: the strategy forgets what
+        described the board as it was (`Strategy.new_regime`); where one left
+        (``improved``), a shadow run may start at once (`ShadowRuns.allow_now`)."""
+        self.strategy.new_regime()
+        if improved:
+            self.shadow_runs.allow_now()
+
+    def _acted_now(self) -> None:
+        """The tick under way has acted on its decision: release `wake`'s waiters."""
+        with self._acted:
+            self._acted_tick = self._ticks
+            self._acted.notify_all()
 
     def _run(self) -> None:
         while True:
@@ -138,6 +158,7 @@ class AdaptationLoop:
         """One round: sample, decide, act. Never raises for source or engine faults."""
         with self._tick_lock:  # the loop thread and operator calls never interleave
             decision = self._tick()
+            self._acted_now()  # whatever it did (a failed sample, a failed swap)
         if decision is not None and self._context is not None:
             for callback in self._listeners:
                 try:
@@ -159,30 +180,26 @@ class AdaptationLoop:
         self._context, self._decision = ctx, decision
         if current is None or decision.changed:
             self._switch(ctx.t, ctx, current, decision)
-        elif self._pool.reloads != self._preloaded_at:
-            self._preload(current)  # a reload (new thread count) dropped the standby ones
+        else:
+            self._acted_now()
+            if self._pool.reloads != self._preloaded_at:
+                self._preload(current)  # a reload (new thread count) dropped the standby ones
         self._explore()
         return decision
 
     def _explore(self) -> None:
-        """Measure the variant the strategy names (if any) by shadow runs, within the
-        duty cycle; a failed run is logged and waits longer, never stops the loop."""
-        now = time.monotonic()
-        if self._prober is None or now < self._probe_after:
+        """Start measuring the variant the strategy names (if any) by a shadow run, when
+        one is due (`ShadowRuns`): the loop goes on deciding while it runs."""
+        if not self.shadow_runs.due():
             return
         target = self.strategy.probe_candidate(self._pool.unhealthy)
-        if target is None:
-            return
-        try:
-            times = self._prober(target)
-        except EdgeServiceError as exc:
-            log.warning("shadow run of %s failed: %s", target, exc.message)
-            self._probe_after = time.monotonic() + PROBE_FAILED_WAIT_S
-            return
-        spent_s = sum(times) / 1e3
-        self._probe_after = time.monotonic() + max(PROBE_MIN_GAP_S, spent_s / PROBE_DUTY)
-        self.probes += 1
-        self.strategy.shadow(target, times)
+        if target is not None:
+            self.shadow_runs.start(self.strategy, target)
+
+    @property
+    def probes(self) -> int:
+        """Shadow runs that measured."""
+        return self.shadow_runs.count
 
     def _source_failed(self, exc: Exception) -> None:
         """Count and report a failed sample: logged (and recorded as an event when the
@@ -237,6 +254,7 @@ class AdaptationLoop:
             self._pool.activate(decision.variant_id)
             swap_ms, preloaded = self._pool.last_swap_ms, self._pool.last_swap_preloaded
             self._last_change_t = t
+            self._acted_now()  # before the preloads: the batcher may go on
             self._preload(decision.variant_id)
         except EdgeServiceError as exc:
             error = exc.message
@@ -283,7 +301,7 @@ class AdaptationLoop:
         """Measure through ``prober`` from now on (None: no shadow runs, and the strategy
         moves on its predictions)."""
         with self._tick_lock:
-            self._prober = prober
+            self.shadow_runs.prober = prober
             self.strategy.set_measuring(prober is not None)
 
     def _preload(self, active: str) -> None:

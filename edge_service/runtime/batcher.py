@@ -106,7 +106,7 @@ class MicroBatcher:
         self._pool = pool
         self.max_batch, self.max_queue = max_batch, max_queue
         self._delay_s = max_delay_ms / 1e3
-        self._on_batch = on_batch
+        self.on_batch = on_batch  # (variant, rows, engine ms), on the worker after each call
         self._queue: deque[_Job] = deque()
         self._probes: deque[_Probe] = deque()
         self._cond = threading.Condition()
@@ -310,5 +310,8 @@ class MicroBatcher:
             )
             at += job.rows
             job.future.set_result(result)
-        if self._on_batch is not None:
-            self._on_batch(variant_id, rows, engine_ms)
+        if self.on_batch is not None:
+            try:
+                self.on_batch(variant_id, rows, engine_ms)
+            except Exception:  # the hook's failure must not end the worker
+                log.exception("batch hook failed")

@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import psutil
 
@@ -176,15 +176,17 @@ class EnginePool:
         return missing
 
     def load_idle(self, variant_id: str) -> None:
-        """Load ``variant_id`` onto standby on the caller's (the idle loader's) thread, no
-        lock held, not marked as disturbing the served calls, its time not recorded; the
-        engine is closed instead if a new loader came meanwhile or the variant is loaded."""
+        """Load and warm ``variant_id`` onto standby on the caller's (the idle loader's)
+        thread, no lock held, not marked as disturbing the served calls, its time not
+        recorded (a swap to it then runs nothing); the engine is closed instead if a new
+        loader came meanwhile or the variant is loaded."""
         with self._lock:
             loader, gen = self._loader, self._loader_gen
             if not self.idle_loads:
                 return  # engines with worker threads: those would inherit this priority
         try:
             engine = self._load(variant_id, loader=loader)
+            self._ready(variant_id, engine, own=False)
         except EngineError:
             return
         self._add_standby(variant_id, engine, gen)
@@ -275,11 +277,8 @@ class EnginePool:
         unhealthy and is raised as an EngineError that says why and what to do."""
         rss, started = _rss(), time.perf_counter()
         try:
-            if loader is not None:  # the idle loader's: the served calls are not disturbed
-                engine = loader(variant_id)
-            else:
-                with self._own.working():
-                    engine = self._loader(variant_id)
+            with self._own.working() if loader is None else nullcontext():  # idle: disturbs none
+                engine = (loader or self._loader)(variant_id)
         except EdgeServiceError as exc:
             error = EngineError(exc.message)
             cause: BaseException = exc
@@ -304,13 +303,14 @@ class EnginePool:
         log.warning("engine %s failed to load; marked unhealthy: %s", variant_id, error.message)
         raise error from cause
 
-    def _ready(self, variant_id: str, engine: Engine) -> None:
-        """Warm ``engine`` (held by no role) before it serves; an engine that cannot run is
-        closed once its leases end, its variant marked unhealthy, an EngineError raised."""
+    def _ready(self, variant_id: str, engine: Engine, *, own: bool = True) -> None:
+        """Warm ``engine`` (held by no role) before it serves, as the server's own work
+        unless not ``own`` (the idle loader's); an engine that cannot run is closed once
+        its leases end, its variant marked unhealthy, an EngineError raised."""
         if self._warm is None:
             return
         try:
-            with self._own.working():
+            with self._own.working() if own else nullcontext():
                 self._warm(variant_id, engine)
         except Exception as exc:  # a backend's own error too
             with self._lock:

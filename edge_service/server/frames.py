@@ -19,7 +19,6 @@ from edge_service.server.inference import (
     check_pin,
     decode_frames,
     elapsed_ms,
-    observe,
     output_rows,
     run_job,
 )
@@ -152,7 +151,6 @@ async def infer_frames(
     decoded = time.perf_counter()
     job = FrameJob(service.preprocess, images)
     results = await run_job(service, job, len(images), variant)
-    observe(service, results)
     return job, results, decoded
 
 

@@ -148,13 +148,5 @@ def elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1e3
 
 
-def observe(service: Service, results: list[BatchResult]) -> None:
-    """Feed the controller's latency correction with single-frame engine calls (a batched
-    call's time is not a batch-1 latency, which is what the profiles predict)."""
-    for r in results:
-        if r.batch_rows == 1:
-            service.observe_served(r.variant_id, r.engine_ms)
-
-
 def unknown_model(name: str, family: str) -> NotFoundError:
     return NotFoundError(f"model {name!r} is not served here; this server serves {family!r}")

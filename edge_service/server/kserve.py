@@ -31,7 +31,6 @@ from edge_service.server.inference import (
     check_variant,
     decode_frames,
     elapsed_ms,
-    observe,
     run_job,
     unknown_model,
 )
@@ -253,7 +252,6 @@ async def infer(
     except EdgeServiceError as exc:
         service.telemetry.record("v2_infer", version or "-", exc.code, elapsed_ms(started))
         raise
-    observe(service, results)
     geometry = job.geometry if isinstance(job, FrameJob) else []
     content, header_len = _respond(service, req, results, geometry)
     total = elapsed_ms(started)

@@ -33,7 +33,14 @@ from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.pool import EnginePool
 from edge_service.server.background import BackgroundBuild, CatalogWatcher
 from edge_service.server.broadcast import Broadcaster
-from edge_service.server.engines import Warmer, at_threads, batch_limit, blank_png, engine_loader
+from edge_service.server.engines import (
+    Warmer,
+    at_threads,
+    batch_limit,
+    blank_png,
+    engine_loader,
+    shadow_run,
+)
 from edge_service.server.power import ModeChange, PowerControl
 from edge_service.server.telemetry import StateCollector, Telemetry
 from edge_service.server.threads import ThreadFallback
@@ -204,22 +211,26 @@ class Service:
 
     def new_regime(self, cores: float) -> None:
         """A competitor came (``cores`` > 0) or went: the controller forgets what described
-        the board as it was (`Strategy.new_regime`), and when one went, the contention it
-        caused; the event says so."""
-        self.loop.strategy.new_regime()
+        the board as it was (`AdaptationLoop.new_regime`), and when one went, the contention
+        it caused, and measures at once; the event says so."""
+        self.loop.new_regime(improved=cores < 0)
         if cores < 0:
             self.learner.reset_contention()
         others = self.fallback.guard.others if self.fallback is not None else 0.0
         reason = f"CPU competition changed: other processes now use {others:.1f} cores"
         self.events.append(AdaptationEvent.note("contention", reason, self.pool.active_id))
 
-    def observe_served(self, variant_id: str, engine_ms: float) -> None:
-        """One batch-1 engine call served: what the controller learns latency from, unless
-        it overlapped the server's own engine loads or swaps (`EnginePool.disturbed`)."""
-        started = time.perf_counter() - engine_ms / 1e3
-        learn = not self.pool.disturbed(started)
+    def on_batch(self, variant_id: str, rows: int, engine_ms: float) -> None:
+        """The batcher's hook after each engine call: telemetry, and a one-row call for
+        the controller to learn from unless the server's own loads overlapped it
+        (`EnginePool.disturbed`). A call that proves a violation holds the worker until the
+        loop acts, at most one more call of this engine (`AdaptationLoop.wake`)."""
+        self.telemetry.on_batch(variant_id, rows, engine_ms)
+        if rows != 1:
+            return
+        learn = not self.pool.disturbed(time.perf_counter() - engine_ms / 1e3)
         if self.loop.strategy.observe(variant_id, engine_ms, learn=learn):
-            self.loop.wake()
+            self.loop.wake(wait_s=min(engine_ms / 1e3, REACT_WAIT_MAX_S))
 
     def ready_for(self, variant_id: str | None = None) -> bool:
         """An engine is loaded, and ``variant_id`` (if named) is not marked unhealthy."""
@@ -231,18 +242,15 @@ class Service:
             return engine.info().output_names[0]
 
     def shadow_run(self, variant_id: str) -> list[float]:
-        """Time ``settings.probe_runs`` engine calls of ``variant_id`` in the batcher's idle
-        time, spaced like a served stream (the loop's prober): loaded here first (standby or
-        the pinned cache), so the worker never waits for a load; the first calls are
-        dropped."""
+        """The loop's prober (`engines.shadow_run`): the engine loaded here first (standby
+        or the pinned cache), so the batcher's worker never waits for a load."""
         with self.pool.lease(variant_id):
             pass
-        x = self.preprocess(variant_id).from_bytes(blank_png())
-        runs = self.settings.probe_runs + SHADOW_WARMUP
-        times = self.batcher.shadow(
-            variant_id, x, runs, gap_s=SHADOW_GAP_S, timeout_s=runs * SHADOW_GAP_S + 2.0
-        )
-        return times[SHADOW_WARMUP:]
+        expect_ms = self.loop.strategy.predicted_ms(variant_id)
+        return shadow_run(
+            self.batcher, self.preprocess(variant_id), variant_id, self.settings.probe_runs,
+            expect_ms,
+        )  # fmt: skip
 
     def _power_event(self, reason: str, error: str | None) -> None:
         self.events.append(AdaptationEvent.note("power_mode", reason, self.pool.active_id, error))
@@ -277,11 +285,7 @@ class Service:
         self.source.close()
 
 
-SHADOW_WARMUP = 2  # calls of a shadow run not counted (caches, lazy allocations)
-# Shadow calls are spaced like a served stream: back to back, an engine runs warmer (hot
-# caches, its threads still spinning) than it will when serving, and the measurement
-# would promise a latency it then does not keep.
-SHADOW_GAP_S = 0.015
+REACT_WAIT_MAX_S = 0.5  # the longest the batcher waits for the loop to act on a violation
 
 
 def start_service(
@@ -350,6 +354,7 @@ def start_service(
         warmer=warmer,
         engine_memory=engine_memory,
     )
+    batcher.on_batch = service.on_batch  # the controller learns from the served calls
     telemetry.registry.register(StateCollector(service.live_state))
     _warn_if_foreign(service)
     if pool.ready:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from support import PROFILED, ConstantEngine, mode_context
@@ -14,6 +16,12 @@ from edge_service.control.learner import LatencyLearner, LearnerConfig
 from edge_service.control.limits import Policy
 from edge_service.control.loop import AdaptationLoop
 from edge_service.control.predictor import Predictor
+from edge_service.control.shadow_runs import (
+    PROBE_DUTY,
+    PROBE_FAILED_WAIT_S,
+    PROBE_MAX_GAP_S,
+    ShadowRuns,
+)
 from edge_service.errors import EngineError
 from edge_service.monitor.context import Context
 from edge_service.monitor.replay import ReplaySource
@@ -29,6 +37,9 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+WAIT_S = 30.0  # a bound on waiting for a shadow run, never an expected speed
 
 
 def ctx(t: float, mode: str = "MIN") -> Context:
@@ -221,8 +232,9 @@ def test_the_loop_measures_through_its_prober_and_steps_up() -> None:
     for i in range(40):
         clock.t = float(i)
         loop.tick()
+        assert loop.shadow_runs.wait(WAIT_S)  # the run is on a thread of its own
         served.append(pool.active_id)
-        loop._probe_after = 0.0  # the duty cycle runs on wall time; this test on its own
+        loop.shadow_runs.allow_now()  # the duty cycle runs on wall time; this test on its own
     assert served[0] == DW and served[-1] == BASE
     assert measured and set(measured) == {BASE} and loop.probes == len(measured)
     up = next(e for e in loop.events.recent() if e.to_variant == BASE)
@@ -280,3 +292,89 @@ def test_shadow_runs_are_made_only_where_they_leave_the_served_engine_alone(
     threads: int, backends: set[str], safe: bool
 ) -> None:
     assert shadow_runs_are_safe(threads, backends) is safe
+
+
+def _held_prober(ms: float = 1.5) -> tuple[list[str], threading.Event, object]:
+    measured: list[str] = []
+    release = threading.Event()
+
+    def prober(variant_id: str) -> list[float]:
+        measured.append(variant_id)
+        assert release.wait(WAIT_S)
+        return [ms] * 24
+
+    return measured, release, prober
+
+
+def test_the_loop_decides_on_while_a_shadow_run_is_under_way() -> None:
+    s, clock = exploring()
+    source = ReplaySource([ctx(float(i)) for i in range(40)], clock=clock)
+    measured, release, prober = _held_prober()
+    pool = EnginePool(ConstantEngine)
+    loop = AdaptationLoop(
+        source=source,
+        pool=pool,
+        strategy=s,
+        events=EventLog(16),
+        prober=prober,  # type: ignore[arg-type]
+    )
+    loop.tick()
+    assert loop.shadow_runs.running and measured == [BASE]  # a detector's run takes seconds ...
+    clock.t = 1.0
+    loop.shadow_runs.allow_now()  # past the duty cycle: still one run at a time
+    loop.tick()  # ... and the loop does not wait for it
+    assert loop.state().ticks == 2 and measured == [BASE] and loop.probes == 0
+    release.set()
+    assert loop.shadow_runs.wait(WAIT_S) and loop.probes == 1
+    assert s.estimate_of(BASE).samples >= 24  # type: ignore[union-attr]
+    loop.stop()
+
+
+def test_a_competitor_that_left_lets_a_shadow_run_start_at_once() -> None:
+    s, clock = exploring()
+    source = ReplaySource([ctx(float(i)) for i in range(40)], clock=clock)
+    measured, release, prober = _held_prober(ms=150.0)  # 3.6 s of calls: a 72 s duty cycle
+    release.set()
+    loop = AdaptationLoop(
+        source=source, pool=EnginePool(ConstantEngine), strategy=s, events=EventLog(16),
+        prober=prober,  # type: ignore[arg-type]
+    )  # fmt: skip
+    loop.tick()
+    assert loop.shadow_runs.wait(WAIT_S) and measured == [BASE]
+    for t, regime in ((1.0, None), (2.0, False), (3.0, True)):
+        clock.t = t
+        if regime is not None:
+            loop.new_regime(improved=regime)
+        s.predictor.learner.reset()  # base unmeasured again: worth measuring
+        loop.tick()
+        assert loop.shadow_runs.wait(WAIT_S)
+    # the duty cycle held the run at 1 s, a competitor that came held it still, one that
+    # left let it start
+    assert measured == [BASE, BASE]
+
+
+def test_a_long_shadow_run_keeps_the_next_one_at_most_eight_seconds_away() -> None:
+    s, _ = exploring()
+    s.decide(ctx(0.0), None, None)
+    fast = ShadowRuns(lambda _vid: [1.0] * 24, lambda: None)
+    fast.start(s, BASE)
+    assert fast.wait(WAIT_S) and fast.count == 1
+    assert fast.next_in_s() <= 24 * 1e-3 / PROBE_DUTY  # a classifier's: 0.5 s of duty cycle
+    slow = ShadowRuns(lambda _vid: [100.0] * 26, lambda: None)  # a detector's 2.6 s of calls
+    slow.start(s, BASE)
+    assert slow.wait(WAIT_S)
+    assert 2.6 / PROBE_DUTY > PROBE_MAX_GAP_S >= slow.next_in_s() > PROBE_MAX_GAP_S - WAIT_S / 10
+
+
+def test_a_failed_shadow_run_waits_and_the_measuring_goes_on() -> None:
+    s, _ = exploring()
+    s.decide(ctx(0.0), None, None)
+    woken: list[bool] = []
+
+    def broken(_vid: str) -> list[float]:
+        raise EngineError("shadow run of base@fp32 failed: broken kernel")
+
+    runs = ShadowRuns(broken, lambda: woken.append(True))
+    runs.start(s, BASE)
+    assert runs.wait(WAIT_S) and runs.count == 0 and woken == [True]
+    assert not runs.due() and runs.next_in_s() <= PROBE_FAILED_WAIT_S

@@ -171,3 +171,43 @@ def test_engine_failure_reaches_every_job_of_the_batch_and_the_worker_lives_on()
         assert batcher.submit(_rows(2), 2).result(WAIT_S).output.shape == (2, 2)
     finally:
         batcher.close()
+
+
+def test_the_hook_runs_on_the_worker_before_the_next_job_takes_an_engine() -> None:
+    batcher, engines = _setup(max_batch=1)
+    pool = batcher._pool  # the pool the hook swaps, as the service's loop does
+    seen: list[tuple[str, int]] = []
+
+    def hook(variant_id: str, rows: int, _engine_ms: float) -> None:
+        seen.append((variant_id, rows))
+        if variant_id == "a":
+            pool.activate("b")  # a step down acted on before the worker goes on
+
+    batcher.on_batch = hook
+    pool.preload(["b"])
+    engines["b"].gate.set()
+    try:
+        first = batcher.submit(_rows(1), 1)
+        assert engines["a"].entered.wait(WAIT_S)
+        queued = batcher.submit(_rows(1), 1)  # waits behind the call that proves too slow
+        engines["a"].gate.set()
+        assert first.result(WAIT_S).variant_id == "a"
+        assert queued.result(WAIT_S).variant_id == "b"  # not the engine just proven slow
+    finally:
+        batcher.close()
+    assert seen == [("a", 1), ("b", 1)]
+
+
+def test_a_hook_that_fails_does_not_end_the_worker() -> None:
+    batcher, engines = _setup(max_batch=1)
+
+    def hook(_variant_id: str, _rows: int, _engine_ms: float) -> None:
+        raise RuntimeError("a bug in the controller")
+
+    batcher.on_batch = hook
+    engines["a"].gate.set()
+    try:
+        results = [batcher.submit(_rows(1), 1).result(WAIT_S) for _ in range(3)]
+    finally:
+        batcher.close()
+    assert [r.variant_id for r in results] == ["a", "a", "a"]

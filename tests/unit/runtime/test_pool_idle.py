@@ -80,7 +80,7 @@ def test_idle_preloads_load_on_their_own_thread_at_the_lowest_priority() -> None
     assert loader.threads["a"] != "idle-loader"  # a swap's load is the caller's
     if sys.platform == "linux":
         assert loader.nice["b"] == IDLE_NICE
-        assert loader.nice["a"] < IDLE_NICE  # the serving side keeps its priority
+        assert loader.nice["a"] == _nice()  # the serving side keeps its priority
     pool.close()
     assert all(e.closed for engines in loader.made.values() for e in engines)
 
@@ -100,6 +100,29 @@ def test_the_caller_does_not_wait_and_served_calls_are_not_disturbed_by_an_idle_
     assert pool.standby == ("b",)
     assert pool.load_ms("b") is None  # its time says nothing of a foreground load's
     assert pool.measured_mb("b") is not None
+    pool.close()
+
+
+def test_an_idle_load_is_warmed_on_the_idle_thread_and_one_that_cannot_run_is_dropped() -> None:
+    warmed: list[tuple[str, str, int]] = []
+
+    def warm(vid: str, engine: object) -> None:
+        warmed.append((vid, threading.current_thread().name, _nice()))
+        if vid == "bad":
+            raise EngineError("bad failed to run: broken kernel")
+
+    loader = Loader()
+    pool = EnginePool(loader, idle_loads=True, warm=warm)
+    pool.activate("a")
+    time.sleep(0.2)  # past the settle time of the swap that made "a" active
+    pool.preload_idle(["bad", "b"])
+    assert pool.idle.done(WAIT_S)
+    assert [w[:2] for w in warmed[1:]] == [("bad", "idle-loader"), ("b", "idle-loader")]
+    if sys.platform == "linux":
+        assert warmed[2][2] == IDLE_NICE  # the warm run takes only what serving leaves
+    assert not pool.disturbed(time.perf_counter())
+    assert pool.standby == ("b",) and "bad" in pool.unhealthy
+    assert loader.made["bad"][0].closed  # it cannot run: never on standby
     pool.close()
 
 

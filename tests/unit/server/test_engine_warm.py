@@ -10,7 +10,7 @@ from support import Clock, ConstantEngine, ThreadedEngine
 
 from edge_service.errors import EngineError
 from edge_service.runtime.engine import EngineInfo
-from edge_service.server.engines import Warmer, at_threads
+from edge_service.server.engines import Warmer, at_threads, shadow_timeout_s
 
 
 class Timed(ConstantEngine):
@@ -44,6 +44,19 @@ def test_a_variant_with_a_slow_first_call_is_warmed_every_time_it_loads() -> Non
     again = Timed(clock, [0.003, 0.001])
     warmer("v", again)
     assert again.seen == [(1, 3, 8, 8)]  # known to pay: one run
+
+
+def test_an_engine_is_warmed_once_whoever_asks_again() -> None:
+    clock = Clock()
+    warmer = Warmer(clock)
+    standby = Timed(clock, [0.003, 0.001])
+    warmer("v", standby)  # the idle loader warmed it on standby
+    assert len(standby.seen) == 2
+    warmer("v", standby)  # the swap to it: nothing left to pay
+    assert len(standby.seen) == 2
+    other = Timed(clock, [0.003, 0.001])
+    warmer("v", other)  # another engine of the variant still is
+    assert len(other.seen) == 1
 
 
 def test_a_variant_whose_first_call_costs_what_the_next_does_is_not_run_again() -> None:
@@ -89,3 +102,9 @@ def test_at_threads_keeps_engines_already_at_the_count(
     engine: ThreadedEngine, threads: int, kept: bool
 ) -> None:
     assert at_threads(threads)(engine) is kept
+
+
+def test_a_shadow_run_may_take_twice_its_calls_expected_time_and_two_seconds_more() -> None:
+    assert shadow_timeout_s(26, 0.015, None) == pytest.approx(26 * 0.015 + 2.0)
+    detector = shadow_timeout_s(26, 0.015, 100.0)  # 26 calls of 100 ms, served ones between
+    assert detector == pytest.approx(26 * 0.215 + 2.0) and detector > 26 * 0.1
