@@ -89,14 +89,14 @@ def test_engines_drop_to_one_thread_while_the_cores_are_taken_and_get_them_back(
 ) -> None:
     service, board = board_service
     assert service.engine_threads == 2 and _engine_threads(service) == 2
-    assert service.loop._prober is None  # two threads per engine: no shadow runs
+    assert service.loop.shadow_runs.prober is None  # two threads per engine: no shadow runs
 
     ticks = service.loop.state().ticks
     _wait("the calm board read", lambda: service.loop.state().ticks >= ticks + 3)
     board.load = 1.0  # every core busy, and not with this process's work
     _wait("the engines at one thread", lambda: service.engine_threads == 1)
     _wait("the reloaded engine", lambda: _engine_threads(service) == 1)
-    assert service.loop._prober is not None  # one thread per engine: shadow runs are safe
+    assert service.loop.shadow_runs.prober is not None  # one thread per engine: they are safe
     assert _answers(service)
     taken = [e for e in service.events.recent() if e.kind == "threads"]
     assert len(taken) == 1 and "-> engines at 1 thread" in taken[0].reason
@@ -107,7 +107,7 @@ def test_engines_drop_to_one_thread_while_the_cores_are_taken_and_get_them_back(
     board.load = 0.05  # the competitor left
     _wait("the mode's threads back", lambda: service.engine_threads == 2)
     _wait("the reloaded engine", lambda: _engine_threads(service) == 2)
-    assert service.loop._prober is None
+    assert service.loop.shadow_runs.prober is None
     assert _answers(service)
     back = [e for e in service.events.recent() if e.kind == "threads"]
     assert len(back) == 2 and "back to the mode's 2 threads" in back[-1].reason

@@ -333,7 +333,7 @@ def test_the_loop_decides_on_while_a_shadow_run_is_under_way() -> None:
 def test_a_competitor_that_left_lets_a_shadow_run_start_at_once() -> None:
     s, clock = exploring()
     source = ReplaySource([ctx(float(i)) for i in range(40)], clock=clock)
-    measured, release, prober = _held_prober(ms=150.0)  # 3.6 s of calls: a 72 s duty cycle
+    measured, release, prober = _held_prober(ms=150.0)  # 3.6 s of calls: the 8 s cap
     release.set()
     loop = AdaptationLoop(
         source=source, pool=EnginePool(ConstantEngine), strategy=s, events=EventLog(16),
