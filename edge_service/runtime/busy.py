@@ -29,8 +29,12 @@ class OwnWork:
         self._end = -float("inf")  # time.perf_counter() when the last one ended
 
     @contextmanager
-    def working(self) -> Iterator[None]:
-        """Mark a load or swap for as long as the block runs."""
+    def working(self, own: bool = True) -> Iterator[None]:
+        """Mark a load or swap for as long as the block runs (not ``own``: the idle
+        loader's, which takes only what the served calls leave: marks nothing)."""
+        if not own:
+            yield
+            return
         with self._lock:
             self._busy += 1
         try:

@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import psutil
 
@@ -277,7 +277,7 @@ class EnginePool:
         unhealthy and is raised as an EngineError that says why and what to do."""
         rss, started = _rss(), time.perf_counter()
         try:
-            with self._own.working() if loader is None else nullcontext():  # idle: disturbs none
+            with self._own.working(own=loader is None):  # the idle loader's disturbs none
                 engine = (loader or self._loader)(variant_id)
         except EdgeServiceError as exc:
             error = EngineError(exc.message)
@@ -310,7 +310,7 @@ class EnginePool:
         if self._warm is None:
             return
         try:
-            with self._own.working() if own else nullcontext():
+            with self._own.working(own):
                 self._warm(variant_id, engine)
         except Exception as exc:  # a backend's own error too
             with self._lock:
