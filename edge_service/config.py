@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(
         20.0, ge=0.0, description="on SIGTERM: the longest wait for requests in flight"
     )
+    serve_nice: int = Field(
+        -10,
+        ge=-20,
+        le=19,
+        description="CPU priority (nice) of `serve`, below 0 so other processes' work does "
+        "not preempt engine calls (needs root, CAP_SYS_NICE or an RLIMIT_NICE that allows "
+        "it; else it serves as started and logs why); 0: the default priority",
+    )
     switch_interval_ms: float = Field(
         0.5,
         gt=0.0,

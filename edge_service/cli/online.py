@@ -85,8 +85,11 @@ def serve(
         from edge_service.monitor.select import open_source
         from edge_service.repository import load_catalog
         from edge_service.server.app import create_app
+        from edge_service.server.priority import set_serving_priority
         from edge_service.server.runner import run
 
+        # before any thread starts: every serving thread takes this priority
+        log.info("%s", set_serving_priority(settings.serve_nice))
         if settings.background_build:
             first_engine(settings)
         load_catalog(settings.family_dir)  # fail fast, before binding the port

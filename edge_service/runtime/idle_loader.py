@@ -49,6 +49,14 @@ def set_nice(thread_id: int, nice: int) -> None:
     os.setpriority(os.PRIO_PROCESS, thread_id, nice)
 
 
+def process_nice() -> int:
+    """The nice value the process serves at: its main thread's (`edge_service.server.priority`
+    may have raised it), 0 where the platform has none."""
+    if not hasattr(os, "getpriority"):
+        return 0
+    return os.getpriority(os.PRIO_PROCESS, os.getpid())
+
+
 def lower_priority(nice: int = IDLE_NICE) -> bool:
     """Give the calling thread ``nice``; False (logged) where it cannot."""
     try:
@@ -100,8 +108,8 @@ class IdleLoader:
     def close(self, timeout: float = 30.0) -> None:
         """Stop after the load under way (a session cannot be interrupted mid-load, nor
         the process exit safely while one runs). Under a CPU hog a nice-19 load gets no
-        time at all, so the thread is first given normal priority back where the process
-        may (root, or an RLIMIT_NICE that allows it)."""
+        time at all, so the thread is first given the serving threads' priority back where
+        the process may (root, or an RLIMIT_NICE that allows it)."""
         with self._cond:
             self._closed, self._wish = True, None
             self._cond.notify_all()
@@ -110,7 +118,7 @@ class IdleLoader:
             return
         if thread.native_id is not None:
             with contextlib.suppress(OSError):  # not allowed: it finishes at its own pace
-                set_nice(thread.native_id, 0)
+                set_nice(thread.native_id, process_nice())
         thread.join(timeout)
 
     def _run(self) -> None:

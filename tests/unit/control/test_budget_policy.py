@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -243,6 +244,19 @@ def test_fastest_served_and_flagged_when_nothing_is_feasible() -> None:
     assert choice.variant_id == SMALL.variant_id and not choice.feasible
     assert "latency budget: 3 of 3 fail" in choice.reason
     assert "min accuracy: 1 of 3 fail" in choice.reason
+
+
+def test_with_nothing_feasible_the_fastest_is_the_lowest_p50_not_the_lowest_p99() -> None:
+    """Under a competitor's preemptions every tail breaks the budget: the served variant's
+    observed tail (here 5 ms) must not send it to a slower one whose tail is only
+    predicted (3 ms), which would break the budget as often and cost more per call."""
+    served = dataclasses.replace(est("small@fp32", 0.90, 5.0), p50_ms=0.40)
+    slower = dataclasses.replace(est("mid@int8", 0.92, 3.0), p50_ms=0.60)
+    choice = pick([served, slower], current=served.variant_id, since=99.9, latency_budget_ms=1.0)
+    assert choice.variant_id == served.variant_id and not choice.feasible
+    assert "within 10% of the fastest" in choice.reason
+    fresh = pick([served, slower], latency_budget_ms=1.0)
+    assert fresh.variant_id == served.variant_id and "serving the fastest" in fresh.reason
 
 
 def test_violating_current_left_at_once_when_inside_cooldown() -> None:
