@@ -184,11 +184,6 @@ class LatencyLearner:
         from the processor's last contention, like a new mode."""
         self._regime = "" if threads is None else f"{threads}t"
 
-    @property
-    def regime_threads(self) -> int | None:
-        """The engines' thread count under the thread fallback (None: the mode's own)."""
-        return int(self._regime[:-1]) if self._regime else None
-
     def _keyed(self, mode: str) -> str:
         regime = self._regime
         return f"{mode}|{regime}" if regime else mode

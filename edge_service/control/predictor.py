@@ -264,21 +264,13 @@ class Predictor:
         return "gpu" if on_gpu else "cpu"
 
     def _find(self, variant: Variant, ctx: Context, batch: int) -> _Source | None:
-        """The exact profile if measured, else the nearest: this device first, then any.
-
-        Under the thread fallback (engines at fewer threads than the mode gives them) the
-        mode's profile measured another engine: a profile of this device at that thread
-        count (a mode with fewer cores) is the prior instead, scaled to the cores now."""
+        """The exact profile if measured, else the nearest: this device first, then any."""
         mode = _mode_name(ctx)
-        threads = self._learner.regime_threads
         exact = variant.profiles.get(self._device, {}).get(mode)
-        at_threads = threads is None or _on_threads(exact, variant, threads)
-        if exact is not None and str(batch) in exact.latency and at_threads:
+        if exact is not None and str(batch) in exact.latency:
             return _Source(exact, self._device, mode)
         every = list(_sources(variant, batch))
         ours = [s for s in every if s.device == self._device]
-        if threads is not None:
-            ours = [s for s in ours if _on_threads(s.profile, variant, threads)] or ours
         return min(ours or every, key=lambda s: _nearness(s, variant, ctx), default=None)
 
     def _scaled_label(self, source: _Source) -> str:
@@ -317,14 +309,6 @@ def _batch1_ms(variant: Variant, device: str) -> float:
     profile = variant.profile_for(device, DEFAULT_POWER_MODE)
     ms = profile.latency_ms(1) if profile is not None else None
     return ms if ms is not None else math.inf
-
-
-def _on_threads(profile: Profile | None, variant: Variant, threads: int) -> bool:
-    """True when ``profile`` measured an engine at ``threads`` intra-op threads (a GPU
-    engine's threads do not split its calls: any of its profiles is)."""
-    if profile is None:
-        return False
-    return is_gpu_backend(variant, profile) or profile.threads == threads
 
 
 def _nearness(source: _Source, variant: Variant, ctx: Context) -> tuple[float, int, str, str]:

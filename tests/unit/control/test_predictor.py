@@ -475,29 +475,3 @@ def test_two_lone_stalls_in_the_window_raise_no_tail_and_a_third_does() -> None:
     p.observe(p.estimate(CPU, ctx()), 7.0)  # the third
     raised = p.estimate(CPU2, ctx())
     assert raised.p99_ms >= raised.p50_ms + 4.0
-
-
-def test_under_the_thread_fallback_the_prior_is_a_profile_at_that_thread_count() -> None:
-    """MAXN ran the engine at two threads; HALF measured it at one. Once the engines fall
-    back to one thread in MAXN, the one-thread profile is the prior (the cores left to a
-    one-thread engine do not matter), and the mode's own once the threads come back."""
-    two = profile(1.0, threads=2, cores=2)
-    one = profile(1.7, threads=1, cores=1)
-    p = Predictor(
-        catalog(variant(CPU, "onnxruntime", {DEVICE: {"MAXN": two, "HALF": one}})), DEVICE
-    )
-    assert p.estimate(CPU, ctx("MAXN", cores=2)).p50_ms == pytest.approx(1.0)
-    p.learner.set_regime(1)
-    fallback = p.estimate(CPU, ctx("MAXN", cores=2))
-    assert fallback.p50_ms == pytest.approx(1.7) and fallback.source == "scaled from HALF"
-    assert fallback.extrapolation == pytest.approx(1.0)
-    p.learner.set_regime(None)
-    assert p.estimate(CPU, ctx("MAXN", cores=2)).source == "measured"
-
-
-def test_under_the_thread_fallback_without_such_a_profile_the_mode_s_own_is_the_prior() -> None:
-    p = Predictor(CATALOG, DEVICE)
-    p.learner.set_regime(1)
-    e = p.estimate(CPU, ctx("MAXN", cores=2))
-    assert e.p50_ms == pytest.approx(2.0) and e.source == "measured"
-    assert p.estimate(GPU, ctx("MAXN")).source == "measured"  # TensorRT: threads do not split
