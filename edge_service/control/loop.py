@@ -167,6 +167,21 @@ class AdaptationLoop:
                     log.exception("tick listener failed")
         return decision
 
+    def refit(self, reload: Callable[[], object]) -> Decision | None:
+        """The engines are to run at another thread count (the thread fallback, a power
+        mode), the loader already set for it: decide first, with what the strategy now
+        predicts, then ``reload`` what is left at the old count. A step down the change
+        calls for then loads its target once, at the new count, where reloading first
+        loaded the served variant again and only then the target (0.6-2.2 s of a
+        detector's calls under a CPU hog, each over the budget)."""
+        with self._tick_lock:
+            try:
+                decision = self._tick()
+            finally:
+                reload()
+                self._acted_now()
+        return decision
+
     def _tick(self) -> Decision | None:
         self._ticks += 1
         try:

@@ -14,7 +14,11 @@ minus what this process used itself (`others = load x cores - own`, smoothed ove
 ``smooth_s``). Each thread needs a core of its own, so the engines run
 ``round(cores - others)`` threads, at least one and at most the power mode's count. Fewer
 threads are taken at once; more only after ``restore_s`` of the cores being free, so a
-competitor that pauses for a moment does not make the engines reload twice.
+competitor that pauses for a moment does not make the engines reload twice. Fewer are
+taken only while the reading of the moment agrees with the smoothed one: a competitor that
+just left (a CPU hog stopped as the power mode went MIN -> MAXN) still weighs in the
+smoothed load for a few tenths of a second, and took the engines to one thread, and back
+3 s later, two reloads for nothing (the learning bench, "random" MAXN phase).
 
 A competitor that comes or goes (the others' load moves by ``shift_cores`` since the last
 such move, or by a quarter of the cores where that is less) is also a new regime for the
@@ -79,7 +83,8 @@ class ThreadGuard:
         """Fold one reading in (at time ``t``: ``busy_cores`` of the ``cores`` busy, of which
         ``own_cores`` were this process) and return the threads engines should run, at
         most ``mode_threads``."""
-        others = self._smooth(t, max(0.0, busy_cores - own_cores))
+        now_others = max(0.0, busy_cores - own_cores)
+        others = self._smooth(t, now_others)
         if self._regime is None:
             self._regime = others
         threshold = min(self.config.shift_cores, SHIFT_SHARE * max(1, cores))
@@ -92,8 +97,10 @@ class ThreadGuard:
             return max(1, mode_threads)
         fit = min(mode_threads, max(1, math.floor(cores - others + 0.5)))
         now = mode_threads if self._cap is None else min(self._cap, mode_threads)
-        if fit < now:
-            self._cap, self._free_since = fit, None
+        # fewer only as far as this reading agrees: one that left is not smoothed into a stay
+        fewer = min(mode_threads, max(1, math.floor(cores - min(others, now_others) + 0.5)))
+        if fewer < now:
+            self._cap, self._free_since = fewer, None
         elif fit > now:
             if self._free_since is None:
                 self._free_since = t

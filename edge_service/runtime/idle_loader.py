@@ -13,6 +13,12 @@ preload); each load is checked against the wish in force before it starts, so a 
 that moved on leaves no stale work queued. An engine whose load finished after the loader
 changed (a new thread count) is closed, not put on standby (`EnginePool.load_idle`).
 
+Engines of several threads load here too: their worker threads, which ONNX Runtime
+starts at load and which take the loading thread's nice 19, are given the serving
+priority when the engine is about to serve (`WorkerThreads`). Before, such loads ran in
+front, within `EDGE_PRELOAD_LOAD_MS`, and at two threads per engine (MAXN) the first
+calls of a new engine beside them ran 2-4x slower.
+
 On Linux, ``setpriority(PRIO_PROCESS, tid)`` sets one thread's nice value; elsewhere the
 thread runs at normal priority (logged once), which is still off the loop's thread.
 """
@@ -24,7 +30,9 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,30 @@ def process_nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, os.getpid())
 
 
+_RESTORE: list[bool] = []  # whether a lowered thread may be raised back (tried once)
+
+
+def may_restore_priority() -> bool:
+    """True when a thread lowered to `IDLE_NICE` may be given the serving priority back:
+    root with CAP_SYS_NICE, or an RLIMIT_NICE that allows it (tried once, on a thread of
+    its own). Without it an idle-loaded engine would serve with its worker threads at 19."""
+    if not _RESTORE:
+
+        def attempt() -> None:
+            try:
+                set_nice(threading.get_native_id(), IDLE_NICE)
+                set_nice(threading.get_native_id(), process_nice())
+            except OSError:
+                _RESTORE.append(False)
+            else:
+                _RESTORE.append(True)
+
+        probe = threading.Thread(target=attempt, name="nice-probe", daemon=True)
+        probe.start()
+        probe.join()
+    return _RESTORE[0]
+
+
 def lower_priority(nice: int = IDLE_NICE) -> bool:
     """Give the calling thread ``nice``; False (logged) where it cannot."""
     try:
@@ -65,6 +97,55 @@ def lower_priority(nice: int = IDLE_NICE) -> bool:
         log.info("idle loads run at normal priority: %s", exc)
         return False
     return True
+
+
+def thread_ids() -> set[int]:
+    """The native ids of this process's threads (none where there is no /proc)."""
+    try:
+        return {int(t.name) for t in Path(f"/proc/{os.getpid()}/task").iterdir()}
+    except OSError:
+        return set()
+
+
+class WorkerThreads:
+    """The worker threads an idle load started, at its priority, until their engine serves.
+
+    An ONNX Runtime session starts its intra-op worker threads when it loads, and a new
+    thread takes the nice value of the thread that starts it: an engine of two threads
+    loaded at nice 19 would serve with one of them at nice 19, which any other work
+    preempts. So the threads that appear during an idle load are kept with its engine
+    (`started`, `keep`), and given the serving priority (`process_nice`) when the engine
+    is about to serve (`serve`). Threads another thread started in the same moment are
+    at that priority already; raising them again changes nothing."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_engine: weakref.WeakKeyDictionary[object, frozenset[int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[set[int]]:
+        """The threads started while the block runs (filled in when it ends)."""
+        before, found = thread_ids(), set[int]()
+        try:
+            yield found
+        finally:
+            found |= thread_ids() - before
+
+    def keep(self, engine: object, threads: set[int]) -> None:
+        if threads:
+            with self._lock:
+                self._by_engine[engine] = frozenset(threads)
+
+    def serve(self, engine: object) -> None:
+        """Give ``engine``'s idle-started threads the serving priority (once)."""
+        with self._lock:
+            threads = self._by_engine.pop(engine, frozenset())
+        nice = process_nice()
+        for tid in threads:
+            with contextlib.suppress(OSError):  # ended, or not permitted: it serves as is
+                set_nice(tid, nice)
 
 
 class IdleLoader:
@@ -78,6 +159,7 @@ class IdleLoader:
         self._busy = False
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.workers = WorkerThreads()
 
     def want(self, variant_ids: list[str], fits: Fits | None = None) -> None:
         """Keep ``variant_ids`` on standby, loading the missing ones in this order (trimmed

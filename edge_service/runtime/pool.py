@@ -21,9 +21,8 @@ own. Loads run under a second lock (one at a time) with the first one released, 
 request never waits for a load it did not ask for.
 
 A load or a swap is the server's own work on the cores its engines serve on: calls that
-overlap one say so (`disturbed`, `edge_service.runtime.busy`), so the controller learns the
-board from the other calls only. Standby engines may instead load on a thread of the
-lowest priority (`preload_idle`, `edge_service.runtime.idle_loader`), which disturbs none.
+overlap one say so (`disturbed`, `edge_service.runtime.busy`). Standby engines may instead
+load on a thread of the lowest priority (`preload_idle`, `runtime.idle_loader`).
 """
 
 from __future__ import annotations
@@ -127,9 +126,9 @@ class EnginePool:
 
     def set_loader(self, loader: Callable[[str], Engine], *, idle_loads: bool = False) -> None:
         """Load later engines with ``loader`` (e.g. at a new thread count); see ``reload``.
-        ``idle_loads``: its engines run their calls on the calling thread (one ONNX Runtime
-        intra-op thread: no worker threads to inherit a priority), so standby engines may
-        be loaded on a thread of the lowest CPU priority (`preload_idle`)."""
+        ``idle_loads``: standby engines may be loaded on a thread of the lowest CPU
+        priority (`preload_idle`; their worker threads get the serving priority back when
+        they serve, `idle_loader.WorkerThreads`)."""
         with self._swap_lock, self._lock:
             self._loader, self.idle_loads = loader, idle_loads
             self._loader_gen += 1
@@ -149,9 +148,8 @@ class EnginePool:
     def preload_idle(
         self, variant_ids: list[str], fits: Callable[[list[str]], list[str]] | None = None
     ) -> None:
-        """`preload` on the pool's ``idle`` loader: one thread at the lowest CPU priority,
-        so loads take only the time served calls leave. Returns at once; a later call
-        replaces what is left to load; ``fits`` trims the list again before each load.
+        """`preload` on the pool's ``idle`` loader (lowest CPU priority), at once; a later
+        call replaces what is left to load; ``fits`` trims the list before each load.
         Nothing happens unless the loader's engines allow it (``idle_loads``)."""
         if self.idle_loads:
             self.idle.want(variant_ids, fits)
@@ -177,18 +175,19 @@ class EnginePool:
 
     def load_idle(self, variant_id: str) -> None:
         """Load and warm ``variant_id`` onto standby on the caller's (the idle loader's)
-        thread, no lock held, not marked as disturbing the served calls, its time not
-        recorded (a swap to it then runs nothing); the engine is closed instead if a new
-        loader came meanwhile or the variant is loaded."""
+        thread, no lock held, disturbing no served call, its time not recorded; closed
+        instead if a new loader came meanwhile or the variant is loaded."""
         with self._lock:
             loader, gen = self._loader, self._loader_gen
             if not self.idle_loads:
-                return  # engines with worker threads: those would inherit this priority
+                return  # the loader's engines may not load there (a TensorRT family)
         try:
-            engine = self._load(variant_id, loader=loader)
-            self._ready(variant_id, engine, own=False)
+            with self.idle.workers.started() as started:
+                engine = self._load(variant_id, loader=loader)
+                self._ready(variant_id, engine, own=False)
         except EngineError:
             return
+        self.idle.workers.keep(engine, started)  # at nice 19 until it serves
         self._add_standby(variant_id, engine, gen)
 
     def _add_standby(self, variant_id: str, engine: Engine, gen: int | None) -> None:
@@ -255,6 +254,7 @@ class EnginePool:
         if engine is None:
             engine = self._load(variant_id)
         self._ready(variant_id, engine)
+        self.idle.workers.serve(engine)  # an idle load's worker threads: serving priority
         with self._lock:
             old, old_id = self._resident.make_active(variant_id, engine)
             keep = reuse and self._resident.max_pinned > 0 and old_id not in (None, variant_id)

@@ -15,6 +15,7 @@ from edge_service.data.pipeline import Preprocess
 from edge_service.repository import Catalog
 from edge_service.runtime.batcher import MicroBatcher
 from edge_service.runtime.engine import Engine
+from edge_service.runtime.idle_loader import may_restore_priority
 from edge_service.runtime.loader import open_engine
 
 
@@ -26,6 +27,18 @@ def engine_loader(catalog: Catalog, family_dir: Path, threads: int) -> Callable[
         return open_engine(catalog.variant(variant_id), family_dir, threads)
 
     return load
+
+
+def idle_loads_allowed(catalog: Catalog, threads: int) -> bool:
+    """Standby engines may load on the pool's idle thread (nice 19): at one thread per
+    engine (no worker threads), or ONNX Runtime CPU engines whose worker threads can be
+    given the serving priority back when they serve (`idle_loader.WorkerThreads`, where
+    `may_restore_priority`); not a family with TensorRT engines, whose loads start CUDA's
+    own threads."""
+    if threads == 1:
+        return True
+    cpu_only = all(v.backend != "tensorrt" for v in catalog.variants if v.status == "servable")
+    return cpu_only and may_restore_priority()
 
 
 def at_threads(threads: int) -> Callable[[Engine], bool]:

@@ -25,9 +25,8 @@ import contextlib
 import logging
 import os
 import threading
-from pathlib import Path
 
-from edge_service.runtime.idle_loader import process_nice
+from edge_service.runtime.idle_loader import process_nice, thread_ids
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,4 @@ def _threads() -> list[int]:
     """This process's threads: the calling one first (the rest are the pools numerical
     libraries start at import, e.g. OpenBLAS's), each to be set on its own."""
     me = threading.get_native_id()
-    try:
-        tasks = Path(f"/proc/{os.getpid()}/task").iterdir()
-        others = [int(t.name) for t in tasks if int(t.name) != me]
-    except OSError:  # no /proc: the calling thread, and the threads it starts
-        others = []
-    return [me, *others]
+    return [me, *(t for t in thread_ids() if t != me)]

@@ -39,6 +39,7 @@ from edge_service.server.engines import (
     batch_limit,
     blank_png,
     engine_loader,
+    idle_loads_allowed,
     shadow_run,
 )
 from edge_service.server.power import ModeChange, PowerControl
@@ -104,7 +105,7 @@ class Service:
             )
 
     def set_power_mode(self, mode: int | str) -> ModeChange:
-        """Switch the power mode, reload the engines at its thread count, decide again.
+        """Switch the power mode, decide again, reload the engines at its thread count.
 
         Each switch is an event (``kind="power_mode"``), a failed one too: when nvpmodel
         fails (HostCommandError, 502) the mode and the engines stay as they were.
@@ -117,10 +118,9 @@ class Service:
                 raise
             before = change.previous.name if change.previous else "?"
             self._power_event(f"power mode {before} -> {change.current.name}", None)
-            self._load_at_threads(self.catalog)
             self.source.invalidate_power_mode()
-            self.explore_if_safe()
-        self.loop.tick()
+            self.explore_if_safe()  # the shadow runs the new thread count allows
+            self._load_at_threads(self.catalog)
         return change
 
     def reload_catalog(self, catalog: Catalog) -> None:
@@ -192,22 +192,24 @@ class Service:
             return False
         try:
             self.learner.set_regime(cap)  # learned apart
-            self._load_at_threads(self.catalog)
-            self.events.append(AdaptationEvent.note("threads", reason, self.pool.active_id))
             self.explore_if_safe()  # one thread per engine: shadow runs are safe now
+            self.events.append(AdaptationEvent.note("threads", reason, self.pool.active_id))
+            self._load_at_threads(self.catalog)
         finally:
             self._ops_lock.release()
         return True
 
     def _load_at_threads(self, catalog: Catalog, *, reload: bool = True) -> None:
-        """Engines load from ``catalog`` at the thread count in force from now on (at one
-        thread, standby ones on the idle loader); with ``reload``, those loaded at another
-        count are replaced (`at_threads`: the others stay, standby ones too)."""
+        """Engines load from ``catalog`` at the thread count in force from now on (standby
+        ones on the idle loader, `idle_loads_allowed`); with ``reload``, the loop decides
+        first (a step down loads its target at the new count, `AdaptationLoop.refit`),
+        then those loaded at another count are replaced (`at_threads`: the others stay,
+        standby ones too)."""
         threads = self.engine_threads
         loader = engine_loader(catalog, self.settings.family_dir, threads)
-        self.pool.set_loader(loader, idle_loads=threads == 1)
+        self.pool.set_loader(loader, idle_loads=idle_loads_allowed(catalog, threads))
         if reload:
-            self.pool.reload(keep=at_threads(threads))
+            self.loop.refit(lambda: self.pool.reload(keep=at_threads(threads)))
 
     def new_regime(self, cores: float) -> None:
         """A competitor came (``cores`` > 0) or went: the controller forgets what described
@@ -301,7 +303,7 @@ def start_service(
         engine_loader(catalog, settings.family_dir, power.threads),
         max_pinned=settings.max_pinned_engines,
         warm=warmer,
-        idle_loads=power.threads == 1,
+        idle_loads=idle_loads_allowed(catalog, power.threads),
     )
     events = EventLog(settings.events_kept)
     src = source or open_source(

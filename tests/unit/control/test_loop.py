@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from support import ConstantEngine
+from support import ConstantEngine, ThreadedEngine
 
 from edge_service.control.events import EventLog
 from edge_service.control.loop import AdaptationLoop
@@ -230,3 +230,64 @@ def test_loop_thread_lives_on_when_a_tick_raises_something_unexpected() -> None:
         assert loop._thread is not None and loop._thread.is_alive()
     finally:
         loop.stop()
+
+
+def _threads_loader(threads: int, loads: list[tuple[str, int]]):
+    def load(variant_id: str) -> ThreadedEngine:
+        loads.append((variant_id, threads))
+        return ThreadedEngine(variant_id, threads)
+
+    return load
+
+
+def _refit(*loads_: float) -> tuple[AdaptationLoop, EnginePool, Clock, list[tuple[str, int]]]:
+    """A loop serving base@fp32 at two threads; the loader then moves to one thread."""
+    clock, loads = Clock(), []
+    loop, pool = _loop(ReplaySource(_trace(*loads_), clock=clock), _threads_loader(2, loads))
+    loop.tick()
+    assert pool.active_id == "base@fp32"
+    pool.set_loader(_threads_loader(1, loads))
+    clock.now = 1.0
+    return loop, pool, clock, loads
+
+
+def _at_one_thread(engine: object) -> bool:
+    return getattr(engine, "threads", None) == 1
+
+
+def test_refit_loads_a_step_down_target_at_the_new_count_and_never_the_served_again() -> None:
+    loop, pool, _, loads = _refit(0.1, 0.95)
+    decision = loop.refit(lambda: pool.reload(keep=_at_one_thread))
+    assert decision is not None and decision.variant_id == "base@int8"
+    assert pool.active_id == "base@int8"
+    assert loads == [("base@fp32", 2), ("base@int8", 1)]  # no base@fp32 at one thread
+    with pool.lease() as (_, engine):
+        assert _at_one_thread(engine)
+
+
+def test_refit_reloads_the_served_variant_when_it_stays() -> None:
+    loop, pool, _, loads = _refit(0.1, 0.1)
+    decision = loop.refit(lambda: pool.reload(keep=_at_one_thread))
+    assert decision is not None and not decision.changed
+    assert loads == [("base@fp32", 2), ("base@fp32", 1)]
+    with pool.lease() as (_, engine):
+        assert _at_one_thread(engine)
+
+
+def test_refit_reloads_even_when_the_board_cannot_be_read() -> None:
+    class Broken(SourceBase):
+        name = "broken"
+
+        def sample(self) -> Context:
+            raise MonitorError("unreadable")
+
+        def close(self) -> None:
+            pass
+
+    loads: list[tuple[str, int]] = []
+    loop, pool = _loop(Broken(), _threads_loader(2, loads))
+    loop.start()
+    loop.stop()
+    pool.set_loader(_threads_loader(1, loads))
+    assert loop.refit(lambda: pool.reload(keep=_at_one_thread)) is None
+    assert loads[-1] == ("base@fp32", 1)

@@ -106,3 +106,22 @@ def test_a_single_thread_mode_still_sees_a_competitor_come_and_go() -> None:
     g.update(0.0, 0.3, 0.3, 1, 1)
     g.update(0.1, 1.0, 0.1, 1, 1)
     assert g.shifted and g.others == pytest.approx(0.9)
+
+
+def test_a_competitor_that_just_left_does_not_take_threads_on_its_smoothed_load() -> None:
+    """A hog stops as the power mode goes MIN -> MAXN: the smoothed load still carries
+    it, the reading of the moment does not; the engines keep the mode's threads."""
+    g = ThreadGuard(ThreadGuardConfig(smooth_s=0.5, restore_s=3.0))
+    for i in range(20):  # in MIN, a hog on both cores: one thread is all the mode gives
+        g.update(i * 0.1, busy_cores=2.0, own_cores=0.1, cores=2, mode_threads=1)
+    assert g.others > 1.5
+    assert g.update(2.1, busy_cores=0.2, own_cores=0.1, cores=2, mode_threads=2) == 2
+    assert g.others > 0.7  # still smoothed high: the reading of the moment decided
+
+
+def test_a_competitor_that_arrives_takes_threads_once_the_smoothed_load_agrees() -> None:
+    g = ThreadGuard(ThreadGuardConfig(smooth_s=0.5, restore_s=3.0))
+    g.update(0.0, busy_cores=0.2, own_cores=0.1, cores=2, mode_threads=2)
+    assert g.update(0.05, busy_cores=2.0, own_cores=0.1, cores=2, mode_threads=2) == 2
+    threads = [g.update(0.05 + 0.1 * i, 2.0, 0.1, 2, 2) for i in range(1, 10)]
+    assert threads[-1] == 1

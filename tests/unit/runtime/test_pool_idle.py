@@ -12,7 +12,7 @@ import pytest
 from support import ConstantEngine, ThreadedEngine
 
 from edge_service.errors import EngineError
-from edge_service.runtime.idle_loader import IDLE_NICE
+from edge_service.runtime.idle_loader import IDLE_NICE, may_restore_priority, process_nice
 from edge_service.runtime.pool import EnginePool
 
 WAIT_S = 30.0  # a bound on waiting for the idle thread, never an expected speed
@@ -230,3 +230,71 @@ def test_a_reload_keeps_the_engines_its_keep_accepts_and_replaces_the_rest() -> 
         assert vid == "a" and engine.info().threads == 2
     assert pool.standby == ()
     pool.close()
+
+
+class WorkerLoader(Loader):
+    """Each engine it loads starts a worker thread, as an ONNX Runtime session of two
+    intra-op threads does when it loads; the thread waits until the test ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workers: dict[str, int] = {}
+        self.stop = threading.Event()
+
+    def __call__(self, vid: str) -> ConstantEngine:
+        started = threading.Event()
+
+        def work() -> None:
+            self.workers[vid] = threading.get_native_id()
+            started.set()
+            self.stop.wait(WAIT_S)
+
+        threading.Thread(target=work, daemon=True).start()
+        assert started.wait(WAIT_S)
+        return super().__call__(vid)
+
+
+def _thread_nice(tid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, tid)
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not may_restore_priority(),
+    reason="the serving priority cannot be given back here (no CAP_SYS_NICE, RLIMIT_NICE)",
+)
+def test_an_idle_loaded_engine_s_worker_threads_get_the_serving_priority_when_it_serves() -> None:
+    loader = WorkerLoader()
+    pool = EnginePool(loader, idle_loads=True)
+    try:
+        pool.activate("a")
+        pool.preload_idle(["b", "c"])
+        assert pool.idle.done(WAIT_S)
+        assert _thread_nice(loader.workers["b"]) == IDLE_NICE  # while on standby
+        assert _thread_nice(loader.workers["a"]) == _nice()  # a load in front: as started
+        pool.activate("b")
+        assert _thread_nice(loader.workers["b"]) == process_nice()
+        assert _thread_nice(loader.workers["c"]) == IDLE_NICE  # still on standby
+    finally:
+        loader.stop.set()
+        pool.close()
+
+
+def test_the_priority_probe_says_whether_a_lowered_thread_may_be_raised_back() -> None:
+    if sys.platform != "linux":
+        assert not may_restore_priority()
+        return
+    seen: list[bool] = []
+
+    def attempt() -> None:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), IDLE_NICE)
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), process_nice())
+        except OSError:
+            seen.append(False)
+        else:
+            seen.append(True)
+
+    t = threading.Thread(target=attempt)
+    t.start()
+    t.join()
+    assert may_restore_priority() == seen[0]

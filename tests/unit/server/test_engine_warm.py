@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import Clock, ConstantEngine, ThreadedEngine
+from support import Clock, ConstantEngine, ThreadedEngine, profiled_catalog, profiled_variant
 
 from edge_service.errors import EngineError
 from edge_service.runtime.engine import EngineInfo
-from edge_service.server.engines import Warmer, at_threads, shadow_timeout_s
+from edge_service.runtime.idle_loader import may_restore_priority
+from edge_service.server.engines import (
+    Warmer,
+    at_threads,
+    idle_loads_allowed,
+    shadow_timeout_s,
+)
 
 
 class Timed(ConstantEngine):
@@ -108,3 +114,12 @@ def test_a_shadow_run_may_take_twice_its_calls_expected_time_and_two_seconds_mor
     assert shadow_timeout_s(26, 0.015, None) == pytest.approx(26 * 0.015 + 2.0)
     detector = shadow_timeout_s(26, 0.015, 100.0)  # 26 calls of 100 ms, served ones between
     assert detector == pytest.approx(26 * 0.215 + 2.0) and detector > 26 * 0.1
+
+
+def test_idle_loads_at_one_thread_always_and_at_more_only_where_priority_comes_back() -> None:
+    cpu = profiled_catalog(profiled_variant(("id",), 0.93, {"MAXN": 1.0}))
+    trt = dict(profiled_variant(("dw",), 0.90, {"MAXN": 0.3}), backend="tensorrt")
+    mixed = profiled_catalog(profiled_variant(("id",), 0.93, {"MAXN": 1.0}), trt)
+    assert idle_loads_allowed(cpu, 1) and idle_loads_allowed(mixed, 1)
+    assert idle_loads_allowed(cpu, 2) == may_restore_priority()
+    assert not idle_loads_allowed(mixed, 2)  # CUDA's own threads would keep nice 19
