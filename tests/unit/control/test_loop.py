@@ -275,17 +275,8 @@ def test_refit_reloads_the_served_variant_when_it_stays() -> None:
 
 
 def test_refit_reloads_even_when_the_board_cannot_be_read() -> None:
-    class Broken(SourceBase):
-        name = "broken"
-
-        def sample(self) -> Context:
-            raise MonitorError("unreadable")
-
-        def close(self) -> None:
-            pass
-
     loads: list[tuple[str, int]] = []
-    loop, pool = _loop(Broken(), _threads_loader(2, loads))
+    loop, pool = _loop(FailingSource(), _threads_loader(2, loads))
     loop.start()
     loop.stop()
     pool.set_loader(_threads_loader(1, loads))
