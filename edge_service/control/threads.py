@@ -95,10 +95,10 @@ class ThreadGuard:
         if mode_threads <= 1 or cores <= 1:
             self._cap, self._free_since = None, None
             return max(1, mode_threads)
-        fit = min(mode_threads, max(1, math.floor(cores - others + 0.5)))
+        fit = _fit(cores, others, mode_threads)
         now = mode_threads if self._cap is None else min(self._cap, mode_threads)
         # fewer only as far as this reading agrees: one that left is not smoothed into a stay
-        fewer = min(mode_threads, max(1, math.floor(cores - min(others, now_others) + 0.5)))
+        fewer = _fit(cores, min(others, now_others), mode_threads)
         if fewer < now:
             self._cap, self._free_since = fewer, None
         elif fit > now:
@@ -119,3 +119,9 @@ class ThreadGuard:
             self._others += alpha * (value - self._others)
         self._t = t
         return self._others
+
+
+def _fit(cores: int, others: float, mode_threads: int) -> int:
+    """Threads that each get a free core beside ``others`` busy ones: at least one, at
+    most the mode's."""
+    return min(mode_threads, max(1, math.floor(cores - others + 0.5)))

@@ -26,6 +26,7 @@ thread runs at normal priority (logged once), which is still off the loop's thre
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -65,28 +66,26 @@ def process_nice() -> int:
     return os.getpriority(os.PRIO_PROCESS, os.getpid())
 
 
-_RESTORE: list[bool] = []  # whether a lowered thread may be raised back (tried once)
-
-
+@functools.cache
 def may_restore_priority() -> bool:
     """True when a thread lowered to `IDLE_NICE` may be given the serving priority back:
     root with CAP_SYS_NICE, or an RLIMIT_NICE that allows it (tried once, on a thread of
     its own). Without it an idle-loaded engine would serve with its worker threads at 19."""
-    if not _RESTORE:
+    allowed: list[bool] = []
 
-        def attempt() -> None:
-            try:
-                set_nice(threading.get_native_id(), IDLE_NICE)
-                set_nice(threading.get_native_id(), process_nice())
-            except OSError:
-                _RESTORE.append(False)
-            else:
-                _RESTORE.append(True)
+    def attempt() -> None:
+        try:
+            set_nice(threading.get_native_id(), IDLE_NICE)
+            set_nice(threading.get_native_id(), process_nice())
+        except OSError:
+            allowed.append(False)
+        else:
+            allowed.append(True)
 
-        probe = threading.Thread(target=attempt, name="nice-probe", daemon=True)
-        probe.start()
-        probe.join()
-    return _RESTORE[0]
+    probe = threading.Thread(target=attempt, name="nice-probe", daemon=True)
+    probe.start()
+    probe.join()
+    return allowed[0]
 
 
 def lower_priority(nice: int = IDLE_NICE) -> bool:
